@@ -1,0 +1,334 @@
+//! The frame codec: bytes to frames and back, with no I/O.
+//!
+//! A frame is a 4-byte big-endian payload length followed by the payload. This is the
+//! framing of Splinter's raw TCP transport, so any program that speaks it can talk to a
+//! mesh.
+//!
+//! ```text
+//! +--------+--------+--------+--------+----------------- … -+
+//! |        length (u32, big-endian)   | payload (length bytes) |
+//! +--------+--------+--------+--------+----------------- … -+
+//! ```
+//!
+//! # Contract
+//!
+//! - [`FrameDecoder::decode`] accepts its input split at any byte: it takes what it needs
+//!   from the front of the input slice, keeps an incomplete frame inside itself, and gives
+//!   back each complete frame exactly once, in order.
+//! - A header announcing more than the decoder's `max_frame_size` is a [`FrameError`]; the
+//!   decoder must not be used after it (the stream has lost its framing).
+//! - Memory for an incomplete frame grows with the bytes that have actually arrived (at
+//!   most about twice as many, and never more than the announced length), never from the
+//!   header's claim alone: a hostile `0xFFFFFFFF` header followed by ten bytes costs a few
+//!   kilobytes, not 4 GiB.
+//! - [`encode_frame`] appends a frame to an output buffer, so many frames can leave in one
+//!   write.
+//!
+//! # Examples
+//!
+//! ```
+//! use wiremesh_core::codec::{encode_frame, FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
+//!
+//! let mut wire = Vec::new();
+//! encode_frame(b"hello", &mut wire).unwrap();
+//! encode_frame(b"", &mut wire).unwrap();
+//! assert_eq!(wire, b"\0\0\0\x05hello\0\0\0\0");
+//!
+//! let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+//! let (first, second) = wire.split_at(3); // any split point works
+//! let mut input = first;
+//! assert_eq!(decoder.decode(&mut input).unwrap(), None);
+//! let mut input = second;
+//! assert_eq!(decoder.decode(&mut input).unwrap().as_deref(), Some(&b"hello"[..]));
+//! assert_eq!(decoder.decode(&mut input).unwrap().as_deref(), Some(&b""[..]));
+//! assert!(input.is_empty());
+//! ```
+
+use std::fmt;
+
+/// Length of the frame header in bytes.
+pub const HEADER_LEN: usize = 4;
+
+/// The default largest payload a decoder accepts: 16 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024 * 1024;
+
+/// The first allocation for an incomplete frame, unless fewer bytes are announced.
+/// Later growth doubles the buffer, capped by the announced length.
+const FIRST_CHUNK: usize = 4096;
+
+/// A frame the codec refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// A header announced a payload longer than the maximum frame size.
+    TooLarge {
+        /// The length the header announced.
+        len: u64,
+        /// The largest payload accepted.
+        max: u32,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum frame size of {max} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// The header for a payload of `len` bytes, or [`FrameError::TooLarge`] if `len` does not
+/// fit the 32-bit length field.
+pub fn frame_header(len: usize) -> Result<[u8; HEADER_LEN], FrameError> {
+    u32::try_from(len)
+        .map(u32::to_be_bytes)
+        .map_err(|_| FrameError::TooLarge { len: len as u64, max: u32::MAX })
+}
+
+/// Appends one frame holding `payload` to `out`.
+///
+/// Fails, leaving `out` untouched, if the payload is longer than `u32::MAX` bytes.
+pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let header = frame_header(payload.len())?;
+    out.reserve(HEADER_LEN + payload.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// An incremental frame decoder: feed it bytes in any split, take whole frames out.
+///
+/// See the [module documentation](self) for the contract.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    max_frame_size: u32,
+    header: [u8; HEADER_LEN],
+    header_filled: usize,
+    /// The payload of the current frame once its header is complete, with its length.
+    body: Option<(Vec<u8>, usize)>,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses payloads longer than `max_frame_size` bytes.
+    pub fn new(max_frame_size: u32) -> Self {
+        FrameDecoder { max_frame_size, header: [0; HEADER_LEN], header_filled: 0, body: None }
+    }
+
+    /// The largest payload this decoder accepts.
+    pub fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
+    /// Takes bytes from the front of `input` and returns the next complete frame's payload,
+    /// or `None` once `input` is used up without completing one (its bytes are kept).
+    ///
+    /// Call it again while it returns frames: one call returns at most one frame, and
+    /// leaves the bytes of later frames in `input`.
+    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.body.is_none() {
+            // Fast path: a whole frame at the front of the input, nothing buffered.
+            if self.header_filled == 0 && input.len() >= HEADER_LEN {
+                let len = self.check_len(u32::from_be_bytes([input[0], input[1], input[2], input[3]]))?;
+                if input.len() - HEADER_LEN >= len {
+                    let payload = input[HEADER_LEN..HEADER_LEN + len].to_vec();
+                    *input = &input[HEADER_LEN + len..];
+                    return Ok(Some(payload));
+                }
+            }
+            let take = (HEADER_LEN - self.header_filled).min(input.len());
+            self.header[self.header_filled..self.header_filled + take].copy_from_slice(&input[..take]);
+            self.header_filled += take;
+            *input = &input[take..];
+            if self.header_filled < HEADER_LEN {
+                return Ok(None);
+            }
+            let len = self.check_len(u32::from_be_bytes(self.header))?;
+            let first = len.min(FIRST_CHUNK.max(input.len()));
+            self.body = Some((Vec::with_capacity(first), len));
+        }
+        let (payload, len) = self.body.as_mut().expect("body is set above");
+        let take = (*len - payload.len()).min(input.len());
+        if payload.capacity() - payload.len() < take {
+            // Grow geometrically with what arrives, never past the announced length.
+            let want = (payload.len() + take).max(payload.capacity() * 2).min(*len);
+            payload.reserve_exact(want - payload.len());
+        }
+        payload.extend_from_slice(&input[..take]);
+        *input = &input[take..];
+        if payload.len() < *len {
+            return Ok(None);
+        }
+        let (payload, _) = self.body.take().expect("body is set above");
+        self.header_filled = 0;
+        Ok(Some(payload))
+    }
+
+    /// How many more bytes complete the header or frame in progress: a reader that wants
+    /// never to read past the current frame reads at most this many.
+    pub fn wanted(&self) -> usize {
+        match &self.body {
+            Some((payload, len)) => len - payload.len(),
+            None => HEADER_LEN - self.header_filled,
+        }
+    }
+
+    /// True while part of a frame (header or payload) has arrived but not all of it.
+    pub fn is_mid_frame(&self) -> bool {
+        self.header_filled > 0
+    }
+
+    /// Bytes of the frame in progress held by the decoder, header included.
+    pub fn buffered(&self) -> usize {
+        self.header_filled + self.body.as_ref().map_or(0, |(payload, _)| payload.len())
+    }
+
+    /// Bytes allocated for the frame in progress: bounded by about twice
+    /// [`buffered`](Self::buffered), never by the header's claim.
+    pub fn allocated(&self) -> usize {
+        self.body.as_ref().map_or(0, |(payload, _)| payload.capacity())
+    }
+
+    fn check_len(&self, len: u32) -> Result<usize, FrameError> {
+        if len > self.max_frame_size {
+            return Err(FrameError::TooLarge { len: u64::from(len), max: self.max_frame_size });
+        }
+        Ok(len as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(decoder: &mut FrameDecoder, mut input: &[u8]) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        while let Some(frame) = decoder.decode(&mut input).unwrap() {
+            frames.push(frame);
+        }
+        assert!(input.is_empty(), "decode must use up its input");
+        frames
+    }
+
+    #[test]
+    fn encodes_literal_bytes() {
+        let mut out = Vec::new();
+        encode_frame(b"", &mut out).unwrap();
+        encode_frame(b"\x01", &mut out).unwrap();
+        encode_frame(b"ab", &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 2, b'a', b'b']);
+        assert_eq!(frame_header(0x0102_0304).unwrap(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn decodes_literal_bytes() {
+        let wire = [0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0, 0, 0, 0, 1, 0xff];
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        assert_eq!(decode_all(&mut decoder, &wire), vec![b"abc".to_vec(), vec![], vec![0xff]]);
+        assert!(!decoder.is_mid_frame());
+    }
+
+    #[test]
+    fn decodes_every_split_point_of_three_frames() {
+        let mut wire = Vec::new();
+        for payload in [&b"hello"[..], b"", &[7u8; 300][..]] {
+            encode_frame(payload, &mut wire).unwrap();
+        }
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+                let mut frames = decode_all(&mut decoder, &wire[..a]);
+                frames.extend(decode_all(&mut decoder, &wire[a..b]));
+                frames.extend(decode_all(&mut decoder, &wire[b..]));
+                assert_eq!(frames, vec![b"hello".to_vec(), vec![], vec![7u8; 300]], "split at {a}, {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_one_byte_at_a_time() {
+        let mut wire = Vec::new();
+        encode_frame(&[1, 2, 3, 4, 5], &mut wire).unwrap();
+        let mut decoder = FrameDecoder::new(16);
+        for (i, byte) in wire.iter().enumerate() {
+            assert_eq!(decoder.wanted(), if i < 4 { 4 - i } else { 9 - i });
+            let frame = decoder.decode(&mut &[*byte][..]).unwrap();
+            assert_eq!(frame.is_some(), i == wire.len() - 1);
+            assert_eq!(decoder.is_mid_frame(), i != wire.len() - 1);
+        }
+    }
+
+    #[test]
+    fn refuses_a_header_over_the_maximum() {
+        let mut decoder = FrameDecoder::new(10);
+        assert_eq!(
+            decoder.decode(&mut &[0, 0, 0, 11][..]),
+            Err(FrameError::TooLarge { len: 11, max: 10 })
+        );
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        let err = decoder.decode(&mut &[0xff, 0xff, 0xff, 0xff, 1, 2][..]).unwrap_err();
+        assert_eq!(err, FrameError::TooLarge { len: u64::from(u32::MAX), max: DEFAULT_MAX_FRAME_SIZE });
+        assert_eq!(err.to_string(), "frame of 4294967295 bytes exceeds the maximum frame size of 16777216 bytes");
+        // A frame of exactly the maximum is fine.
+        let mut decoder = FrameDecoder::new(3);
+        assert_eq!(decode_all(&mut decoder, &[0, 0, 0, 3, 1, 2, 3]), vec![vec![1, 2, 3]]);
+    }
+
+    #[test]
+    fn memory_follows_the_bytes_that_arrive_not_the_header() {
+        let mut decoder = FrameDecoder::new(u32::MAX);
+        let mut input = &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10][..];
+        assert_eq!(decoder.decode(&mut input).unwrap(), None);
+        assert_eq!(decoder.buffered(), 14);
+        assert!(decoder.allocated() <= FIRST_CHUNK, "allocated {}", decoder.allocated());
+        // Feed 1 MiB more in 64 KiB reads: capacity stays within twice what arrived.
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..16 {
+            assert_eq!(decoder.decode(&mut &chunk[..]).unwrap(), None);
+            assert!(decoder.allocated() <= 2 * decoder.buffered() + FIRST_CHUNK);
+        }
+    }
+
+    #[test]
+    fn a_large_frame_never_allocates_past_its_length() {
+        let len = 1_000_000;
+        let mut wire = Vec::new();
+        encode_frame(&vec![9u8; len], &mut wire).unwrap();
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        let mut frames = Vec::new();
+        for chunk in wire.chunks(65_536) {
+            frames.extend(decode_all(&mut decoder, chunk));
+            assert!(decoder.allocated() <= len);
+        }
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].len(), len);
+        assert_eq!(frames[0].capacity(), len);
+    }
+
+    proptest! {
+        #[test]
+        fn encode_rechunk_decode_gives_back_the_messages(
+            messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 0..40),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..30),
+        ) {
+            let mut wire = Vec::new();
+            for message in &messages {
+                encode_frame(message, &mut wire).unwrap();
+            }
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+            points.push(0);
+            points.push(wire.len());
+            points.sort_unstable();
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+            let mut decoded = Vec::new();
+            for pair in points.windows(2) {
+                decoded.extend(decode_all(&mut decoder, &wire[pair[0]..pair[1]]));
+            }
+            prop_assert_eq!(decoded, messages);
+            prop_assert!(!decoder.is_mid_frame());
+        }
+    }
+}

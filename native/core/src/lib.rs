@@ -1,0 +1,31 @@
+//! The wiremesh core: frames over many connections, driven by one background reactor.
+//!
+//! This crate has no Node dependency; the napi binding is a thin layer over it. The data
+//! flows through one module per stage:
+//!
+//! - [`codec`]: bytes to frames and back (4-byte big-endian length, then the payload).
+//! - [`transport`]: how connections are made (TCP today) and the [`Connection`] that
+//!   carries a stream with its framing state.
+//! - the reactor (private): one thread, one `mio::Poll`, no locks, bounded queues.
+//! - [`Mesh`]: the handle a program uses: add and remove connections, send by id, receive
+//!   from all.
+//!
+//! Every error is in [`error`].
+
+#![deny(missing_docs)]
+
+pub mod codec;
+mod envelope;
+pub mod error;
+mod mesh;
+mod outgoing;
+mod reactor;
+pub mod transport;
+
+pub use envelope::Envelope;
+pub use error::{
+    AcceptError, AddError, ConnectError, ConnectionError, DisconnectReason, ListenError, RecvError,
+    RecvTimeoutError, RemoveError, SendError, TryRecvError,
+};
+pub use mesh::{Disconnect, Disconnects, Incoming, Mesh, Outgoing};
+pub use transport::{Connection, Listener, Stream, TcpTransport, Transport};

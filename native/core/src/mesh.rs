@@ -1,0 +1,426 @@
+//! The mesh: many connections, one reactor thread, sends by id and one stream of envelopes
+//! from all of them.
+//!
+//! # Contract
+//!
+//! - [`Mesh::add`] assigns the id at once, without waiting for the reactor. Ids start at 1
+//!   and are never reused by a mesh, so a stale id can never reach another peer.
+//! - [`Mesh::send`] never blocks: it copies nothing, queues the payload on the connection's
+//!   bounded queue and returns. A full queue is [`SendError::Full`], carrying the envelope.
+//! - Receiving takes envelopes from one bounded incoming queue shared by every handle
+//!   ([`Mesh::clone`], [`Incoming`]); envelopes are distributed among the receivers.
+//! - A connection the reactor removes by itself (end of stream, reset, protocol error) is
+//!   announced once by a [`Disconnect`] notice, which carries the reason and every frame
+//!   that was queued for it but not sent. Until that notice has been taken from
+//!   [`Mesh::disconnects`], sends to the id fail with [`SendError::Disconnected`]; after it,
+//!   with [`SendError::NotFound`]. [`Mesh::remove`] of such an id is
+//!   [`RemoveError::NotFound`] (the connection is gone; the notice says why).
+//! - [`Mesh::remove`] hands the connection back with its framing state: frames queued but
+//!   not yet written go out on its next [`Connection::send`]; a frame half read is finished
+//!   by its next [`Connection::recv`].
+//! - [`Mesh::shutdown`] (or dropping the last handle) stops and joins the reactor. Frames
+//!   the sockets can take without blocking are written first; the rest are dropped.
+//!   Envelopes already received can still be taken; after them receivers get `Shutdown`.
+//!   It never waits for a receiver.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use rustc_hash::FxBuildHasher;
+
+use crate::envelope::Envelope;
+use crate::error::{
+    AddError, DisconnectReason, RecvError, RecvTimeoutError, RemoveError, SendError, TryRecvError,
+};
+use crate::outgoing::{OutgoingQueue, PushError};
+use crate::reactor::{self, Channels, Command, Shared};
+use crate::transport::Connection;
+
+type Queues = papaya::HashMap<usize, Arc<OutgoingQueue>, FxBuildHasher>;
+
+/// A connection reactor: sends to and receives from many connections in a background
+/// thread.
+///
+/// Cloning is cheap and gives another handle on the same reactor and queues. The reactor
+/// stops when [`shutdown`](Self::shutdown) is called or the last handle (including
+/// [`Incoming`] and [`Outgoing`] handles) is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use wiremesh_core::{Envelope, Mesh, TcpTransport, Transport};
+///
+/// let transport = TcpTransport::default();
+/// let mesh = Mesh::new(1, 1).unwrap();
+/// let mut listener = transport.listen("127.0.0.1:0").unwrap();
+///
+/// let client = mesh.add(transport.connect(&listener.endpoint()).unwrap()).unwrap();
+/// let server = mesh.add(listener.accept().unwrap()).unwrap();
+///
+/// mesh.send(Envelope::new(client, b"hello".to_vec())).unwrap();
+/// let envelope = mesh.recv().unwrap();
+/// assert_eq!((envelope.id(), envelope.payload()), (server, &b"hello"[..]));
+///
+/// let _client = mesh.remove(client).unwrap();
+/// let _server = mesh.remove(server).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Mesh {
+    handle: Arc<Handle>,
+    incoming: Incoming,
+}
+
+/// The parts every handle shares; the reactor is stopped when the last one goes.
+struct Handle {
+    shared: Arc<Shared>,
+    queues: Queues,
+    commands: Sender<Command>,
+    disconnects: Receiver<Disconnect>,
+    next_id: AtomicUsize,
+    outgoing_capacity: usize,
+    /// Taken once, by whichever `shutdown` joins the thread; never touched by the reactor.
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mesh")
+            .field("connections", &self.handle.queues.len())
+            .field("shutdown", &self.handle.shared.shutdown.load(SeqCst))
+            .finish()
+    }
+}
+
+impl Mesh {
+    /// A mesh whose incoming queue holds `incoming_capacity` envelopes and whose
+    /// connections each queue up to `outgoing_capacity` outgoing frames. Both must be at
+    /// least 1 (`InvalidInput` otherwise). Starts the reactor thread.
+    pub fn new(incoming_capacity: usize, outgoing_capacity: usize) -> io::Result<Self> {
+        if incoming_capacity == 0 || outgoing_capacity == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "mesh capacities must be at least 1"));
+        }
+        let (poll, shared) = reactor::new_shared()?;
+        let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+        let (incoming_tx, incoming_rx) = crossbeam_channel::bounded(incoming_capacity);
+        let (disconnects_tx, disconnects_rx) = crossbeam_channel::unbounded();
+        let thread = reactor::spawn(
+            poll,
+            shared.clone(),
+            Channels { commands: commands_rx, incoming: incoming_tx, disconnects: disconnects_tx },
+        )?;
+        let handle = Arc::new(Handle {
+            shared,
+            queues: Queues::default(),
+            commands: commands_tx,
+            disconnects: disconnects_rx,
+            next_id: AtomicUsize::new(1),
+            outgoing_capacity,
+            thread: Mutex::new(Some(thread)),
+        });
+        Ok(Mesh { incoming: Incoming { receiver: incoming_rx, handle: handle.clone() }, handle })
+    }
+
+    /// Hands a connection to the reactor and returns its id at once.
+    ///
+    /// Fails only if the mesh has shut down, handing the connection back. A connection the
+    /// operating system refuses to poll is announced by a [`Disconnect`] notice.
+    pub fn add(&self, connection: Connection) -> Result<usize, AddError> {
+        let handle = &self.handle;
+        if handle.shared.stopped.load(SeqCst) {
+            return Err(AddError::Shutdown(connection));
+        }
+        let id = handle.next_id.fetch_add(1, SeqCst);
+        let queue = Arc::new(OutgoingQueue::new(handle.outgoing_capacity, connection.max_frame_size()));
+        handle.queues.pin().insert(id, queue.clone());
+        if let Err(crossbeam_channel::SendError(command)) =
+            handle.commands.send(Command::Add { id, connection, queue: queue.clone() })
+        {
+            handle.queues.pin().remove(&id);
+            let Command::Add { connection, .. } = command else { unreachable!("sent an Add") };
+            return Err(AddError::Shutdown(connection));
+        }
+        // A failed wake means the reactor is gone; the check below covers that.
+        let _ = handle.shared.wake();
+        if handle.shared.stopped.load(SeqCst) {
+            // The reactor may have stopped before it saw the command: make sure sends
+            // to this id are refused rather than queued for nobody.
+            queue.close();
+        }
+        Ok(id)
+    }
+
+    /// Takes a connection out of the mesh and hands it back, with the frames it had not yet
+    /// written and any half-read frame. Waits for the reactor (briefly: it never blocks).
+    pub fn remove(&self, id: usize) -> Result<Connection, RemoveError> {
+        let handle = &self.handle;
+        if handle.queues.pin().remove(&id).is_none() {
+            return Err(RemoveError::NotFound(id));
+        }
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        if handle.commands.send(Command::Remove { id, reply: reply_tx }).is_err() {
+            return Err(RemoveError::NotFound(id));
+        }
+        let _ = handle.shared.wake();
+        reply_rx.recv().unwrap_or(Err(RemoveError::NotFound(id)))
+    }
+
+    /// Queues an envelope for its connection without blocking.
+    pub fn send(&self, envelope: Envelope) -> Result<(), SendError> {
+        let queues = self.handle.queues.pin();
+        match queues.get(&envelope.id()) {
+            Some(queue) => send_to(&self.handle.shared, queue, envelope),
+            None => Err(SendError::NotFound(envelope)),
+        }
+    }
+
+    /// Waits for the next envelope from any connection.
+    pub fn recv(&self) -> Result<Envelope, RecvError> {
+        self.incoming.recv()
+    }
+
+    /// Waits up to `timeout` for the next envelope.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Envelope, RecvTimeoutError> {
+        self.incoming.recv_timeout(timeout)
+    }
+
+    /// Takes the next envelope if one is waiting.
+    pub fn try_recv(&self) -> Result<Envelope, TryRecvError> {
+        self.incoming.try_recv()
+    }
+
+    /// Waits for at least one envelope, then takes up to `max` of those waiting.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is 0.
+    pub fn recv_batch(&self, max: usize) -> Result<Vec<Envelope>, RecvError> {
+        self.incoming.recv_batch(max)
+    }
+
+    /// A handle that sends to one connection, or `None` if no connection has this id.
+    pub fn outgoing(&self, id: usize) -> Option<Outgoing> {
+        let queue = self.handle.queues.pin().get(&id)?.clone();
+        Some(Outgoing { id, queue, handle: self.handle.clone() })
+    }
+
+    /// A handle that receives from the mesh (sharing its incoming queue).
+    pub fn incoming(&self) -> Incoming {
+        self.incoming.clone()
+    }
+
+    /// The disconnect notices of connections the reactor removed by itself.
+    pub fn disconnects(&self) -> Disconnects {
+        Disconnects { handle: self.handle.clone() }
+    }
+
+    /// Stops the reactor and waits for its thread to end. Idempotent.
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
+    }
+
+    /// True once the mesh has been shut down (or its reactor has stopped).
+    pub fn is_shutdown(&self) -> bool {
+        self.handle.shared.shutdown.load(SeqCst) || self.handle.shared.stopped.load(SeqCst)
+    }
+}
+
+impl Handle {
+    fn shutdown(&self) {
+        if !self.shared.shutdown.swap(true, SeqCst) {
+            let _ = self.commands.send(Command::Shutdown);
+            let _ = self.shared.wake();
+        }
+        // A poisoned lock only means another shutdown panicked; the handle is still there.
+        let thread = self.thread.lock().unwrap_or_else(|poison| poison.into_inner()).take();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn send_to(shared: &Shared, queue: &OutgoingQueue, envelope: Envelope) -> Result<(), SendError> {
+    if envelope.payload().len() > queue.max_frame_size() as usize {
+        return Err(SendError::TooLarge(envelope));
+    }
+    let (id, payload) = envelope.into_parts();
+    match queue.push(payload) {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            shared.ready.push(id);
+            shared.wake().map_err(SendError::Io)
+        }
+        Err(PushError::Full(payload)) => Err(SendError::Full(Envelope::new(id, payload))),
+        Err(PushError::Closed(payload)) => Err(SendError::Disconnected(Envelope::new(id, payload))),
+    }
+}
+
+/// A handle that sends to one connection of a mesh, skipping the lookup by id.
+#[derive(Clone)]
+pub struct Outgoing {
+    id: usize,
+    queue: Arc<OutgoingQueue>,
+    handle: Arc<Handle>,
+}
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing").field("id", &self.id).field("queued", &self.queue.len()).finish()
+    }
+}
+
+impl Outgoing {
+    /// The connection's id.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Queues a payload without blocking; errors as [`Mesh::send`].
+    pub fn send(&self, payload: Vec<u8>) -> Result<(), SendError> {
+        send_to(&self.handle.shared, &self.queue, Envelope::new(self.id, payload))
+    }
+
+    /// True once the connection has left the mesh (disconnected, removed or shut down).
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+}
+
+/// A handle that receives envelopes from a mesh. Clones share the queue.
+#[derive(Clone)]
+pub struct Incoming {
+    receiver: Receiver<Envelope>,
+    handle: Arc<Handle>,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming").field("waiting", &self.receiver.len()).finish()
+    }
+}
+
+impl Incoming {
+    /// Waits for the next envelope from any connection.
+    pub fn recv(&self) -> Result<Envelope, RecvError> {
+        match self.receiver.recv() {
+            Ok(envelope) => Ok(self.took(envelope)),
+            Err(_) if self.shut_down() => Err(RecvError::Shutdown),
+            Err(_) => Err(RecvError::Disconnected),
+        }
+    }
+
+    /// Waits up to `timeout` for the next envelope.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Envelope, RecvTimeoutError> {
+        match self.receiver.recv_timeout(timeout) {
+            Ok(envelope) => Ok(self.took(envelope)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(RecvTimeoutError::Timeout),
+            Err(_) if self.shut_down() => Err(RecvTimeoutError::Shutdown),
+            Err(_) => Err(RecvTimeoutError::Disconnected),
+        }
+    }
+
+    /// Takes the next envelope if one is waiting.
+    pub fn try_recv(&self) -> Result<Envelope, TryRecvError> {
+        match self.receiver.try_recv() {
+            Ok(envelope) => Ok(self.took(envelope)),
+            Err(crossbeam_channel::TryRecvError::Empty) => Err(TryRecvError::Empty),
+            Err(_) if self.shut_down() => Err(TryRecvError::Shutdown),
+            Err(_) => Err(TryRecvError::Disconnected),
+        }
+    }
+
+    /// Waits for at least one envelope, then takes up to `max` of those waiting.
+    ///
+    /// # Panics
+    ///
+    /// If `max` is 0.
+    pub fn recv_batch(&self, max: usize) -> Result<Vec<Envelope>, RecvError> {
+        assert!(max > 0, "recv_batch needs room for at least one envelope");
+        let first = self.recv()?;
+        let mut batch = Vec::with_capacity(max.min(self.receiver.len() + 1));
+        batch.push(first);
+        while batch.len() < max {
+            match self.receiver.try_recv() {
+                Ok(envelope) => batch.push(self.took(envelope)),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Envelopes waiting in the incoming queue.
+    pub fn len(&self) -> usize {
+        self.receiver.len()
+    }
+
+    /// True if no envelope is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.receiver.is_empty()
+    }
+
+    fn took(&self, envelope: Envelope) -> Envelope {
+        self.handle.shared.made_room();
+        envelope
+    }
+
+    fn shut_down(&self) -> bool {
+        self.handle.shared.shutdown.load(SeqCst)
+    }
+}
+
+/// A connection the reactor removed by itself, with the reason and what it had not sent.
+#[derive(Debug)]
+pub struct Disconnect {
+    /// The connection's id.
+    pub id: usize,
+    /// Why it was removed.
+    pub reason: DisconnectReason,
+    /// Envelopes queued for it that were not fully written, oldest first.
+    pub unsent: Vec<Envelope>,
+}
+
+/// A handle on a mesh's disconnect notices. Each notice is taken once, by one handle.
+///
+/// Taking a notice retires its id: sends to it then fail with `NotFound` instead of
+/// `Disconnected`. Take them, or the ids of disconnected connections are remembered.
+#[derive(Clone)]
+pub struct Disconnects {
+    handle: Arc<Handle>,
+}
+
+impl fmt::Debug for Disconnects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Disconnects").field("waiting", &self.handle.disconnects.len()).finish()
+    }
+}
+
+impl Disconnects {
+    /// Takes the next notice if one is waiting.
+    pub fn try_recv(&self) -> Option<Disconnect> {
+        self.handle.disconnects.try_recv().ok().map(|notice| self.took(notice))
+    }
+
+    /// Waits up to `timeout` for the next notice.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Disconnect> {
+        self.handle.disconnects.recv_timeout(timeout).ok().map(|notice| self.took(notice))
+    }
+
+    fn took(&self, notice: Disconnect) -> Disconnect {
+        let queues = self.handle.queues.pin();
+        // Only the tombstone: a remove() may have retired the id already.
+        queues.remove_if(&notice.id, |_, queue| queue.is_closed()).ok();
+        notice
+    }
+}

@@ -1,0 +1,184 @@
+//! The per-connection outgoing queue, shared by the senders and the reactor.
+//!
+//! # Contract
+//!
+//! - Bounded: a push beyond `capacity` fails with [`PushError::Full`] and hands the payload
+//!   back. Memory is taken as frames arrive (a lock-free segment queue), not up front, so
+//!   ten thousand idle connections cost nothing per queue slot.
+//! - Closable without loss: once [`close`](OutgoingQueue::close)d, a push fails with
+//!   [`PushError::Closed`] and hands the payload back. A push that reserved its place just
+//!   before the close still lands, and the reactor waits for it
+//!   ([`is_settled`](OutgoingQueue::is_settled)) before it takes the queue's last frames,
+//!   so every payload is either sent, handed back to its sender, or handed back in a
+//!   disconnect notice.
+//! - Scheduled at most once: a sender that makes the queue non-empty while it is not
+//!   scheduled schedules it (puts its id on the reactor's ready list); the reactor
+//!   unschedules it only when it has emptied it, and then looks once more. Both sides place
+//!   a `SeqCst` fence between their queue operation and the flag, so a frame is never left
+//!   behind with nobody scheduled to take it.
+//!
+//! # Implementation notes
+//!
+//! `state` packs the number of reserved places (pushed or being pushed, not yet popped)
+//! above a `CLOSED` bit, so the capacity check, the reservation and the closed check are a
+//! single compare-and-swap. No locks: the reactor must never wait on a sender.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+use crossbeam_queue::SegQueue;
+
+const CLOSED: usize = 1;
+const ONE: usize = 2;
+
+/// Why a payload was not queued; the payload is handed back.
+#[derive(Debug)]
+pub(crate) enum PushError {
+    Full(Vec<u8>),
+    Closed(Vec<u8>),
+}
+
+#[derive(Debug)]
+pub(crate) struct OutgoingQueue {
+    frames: SegQueue<Vec<u8>>,
+    state: AtomicUsize,
+    scheduled: AtomicBool,
+    capacity: usize,
+    max_frame_size: u32,
+}
+
+impl OutgoingQueue {
+    pub(crate) fn new(capacity: usize, max_frame_size: u32) -> Self {
+        OutgoingQueue {
+            frames: SegQueue::new(),
+            state: AtomicUsize::new(0),
+            scheduled: AtomicBool::new(false),
+            capacity,
+            max_frame_size,
+        }
+    }
+
+    pub(crate) fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
+    /// Queues a payload. `Ok(true)` means the caller made the queue scheduled and must put
+    /// its id on the ready list.
+    pub(crate) fn push(&self, payload: Vec<u8>) -> Result<bool, PushError> {
+        let mut state = self.state.load(SeqCst);
+        loop {
+            if state & CLOSED != 0 {
+                return Err(PushError::Closed(payload));
+            }
+            if state / ONE >= self.capacity {
+                return Err(PushError::Full(payload));
+            }
+            match self.state.compare_exchange_weak(state, state + ONE, SeqCst, SeqCst) {
+                Ok(_) => break,
+                Err(actual) => state = actual,
+            }
+        }
+        self.frames.push(payload);
+        fence(SeqCst);
+        Ok(!self.scheduled.swap(true, SeqCst))
+    }
+
+    /// Takes the oldest payload (reactor only).
+    pub(crate) fn pop(&self) -> Option<Vec<u8>> {
+        let payload = self.frames.pop()?;
+        self.state.fetch_sub(ONE, SeqCst);
+        Some(payload)
+    }
+
+    /// Called by the reactor when it has emptied the queue. Returns true if frames arrived
+    /// meanwhile and the reactor must keep it scheduled and go on.
+    pub(crate) fn unschedule(&self) -> bool {
+        self.scheduled.store(false, SeqCst);
+        fence(SeqCst);
+        !self.frames.is_empty() && !self.scheduled.swap(true, SeqCst)
+    }
+
+    /// Refuses all later pushes.
+    pub(crate) fn close(&self) {
+        self.state.fetch_or(CLOSED, SeqCst);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(SeqCst) & CLOSED != 0
+    }
+
+    /// True once closed and every reserved place has been popped: nothing more will come.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.state.load(SeqCst) == CLOSED
+    }
+
+    /// Frames queued or being queued.
+    pub(crate) fn len(&self) -> usize {
+        self.state.load(SeqCst) / ONE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn full_and_closed_hand_the_payload_back() {
+        let queue = OutgoingQueue::new(2, 100);
+        assert!(queue.push(vec![1]).unwrap(), "the first push schedules");
+        assert!(!queue.push(vec![2]).unwrap(), "later pushes do not");
+        assert!(matches!(queue.push(vec![3]), Err(PushError::Full(p)) if p == [3]));
+        assert_eq!(queue.pop(), Some(vec![1]));
+        queue.close();
+        assert!(matches!(queue.push(vec![4]), Err(PushError::Closed(p)) if p == [4]));
+        assert!(!queue.is_settled());
+        assert_eq!(queue.pop(), Some(vec![2]));
+        assert!(queue.is_settled());
+    }
+
+    #[test]
+    fn unschedule_sees_a_racing_push() {
+        let queue = OutgoingQueue::new(10, 100);
+        assert!(queue.push(vec![1]).unwrap());
+        assert_eq!(queue.pop(), Some(vec![1]));
+        // A push while scheduled does not schedule again…
+        assert!(!queue.push(vec![2]).unwrap());
+        // …so unscheduling must notice it and keep going.
+        assert!(queue.unschedule());
+        assert_eq!(queue.pop(), Some(vec![2]));
+        assert!(!queue.unschedule());
+        assert!(queue.push(vec![3]).unwrap());
+    }
+
+    #[test]
+    fn concurrent_pushes_and_a_close_lose_nothing() {
+        for _ in 0..50 {
+            let queue = Arc::new(OutgoingQueue::new(usize::MAX / 4, 100));
+            let pushers: Vec<_> = (0..2)
+                .map(|t| {
+                    let queue = queue.clone();
+                    std::thread::spawn(move || {
+                        let mut refused = Vec::new();
+                        for i in 0..2000u32 {
+                            if let Err(PushError::Closed(p)) = queue.push((t * 10_000 + i).to_be_bytes().to_vec()) {
+                                refused.push(p);
+                            }
+                        }
+                        refused
+                    })
+                })
+                .collect();
+            let mut taken = Vec::new();
+            while taken.len() < 500 {
+                taken.extend(queue.pop());
+            }
+            queue.close();
+            while !queue.is_settled() {
+                taken.extend(queue.pop());
+            }
+            let refused: usize = pushers.into_iter().map(|p| p.join().unwrap().len()).sum();
+            assert_eq!(taken.len() + refused, 4000);
+            assert_eq!(queue.pop(), None);
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! The reactor: one background thread that reads and writes every connection of a mesh.
+//!
+//! # Rules
+//!
+//! - **No locks.** The reactor talks to the rest of the mesh through crossbeam channels
+//!   (commands in, envelopes and disconnect notices out), lock-free queues (each
+//!   connection's [`OutgoingQueue`], the ready list) and atomics. It never waits on a sender
+//!   or a receiver.
+//! - **Drain until `WouldBlock`, fairly.** Sockets are registered edge-triggered for reading
+//!   and writing once, when added. A connection that reports readiness is put on the read
+//!   (or write) list and serviced until `WouldBlock`; one that still has work after its
+//!   budget for this turn ([`READ_BUDGET`], [`WRITE_BUDGET`]) goes back on the list, and the
+//!   next poll does not sleep. So one fast peer cannot starve the others, and nothing ever
+//!   sleeps or blocks inside the loop: a partial frame stays in its connection's decoder.
+//! - **Find work without scanning.** A sender that makes a connection's queue non-empty puts
+//!   its id on the ready list once and wakes the reactor only if it may be asleep (the
+//!   `wake_pending` flag is cleared just before the reactor polls with no timeout, and set
+//!   again when it wakes), so a busy reactor costs senders no system call.
+//! - **Coalesce writes.** Up to [`FRAMES_PER_WRITE`] queued frames leave in one vectored
+//!   write, payloads uncopied. Frames are taken from a queue only while its connection's
+//!   backlog is small, so a peer that does not read fills its bounded queue and senders get
+//!   `Full`: memory stays bounded.
+//! - **Pause reading when incoming is full.** The envelopes of a read that do not fit the
+//!   incoming queue are held (at most one read's worth), and no connection is read until
+//!   the consumer has made room; the kernel buffers then fill and TCP pushes back on the
+//!   peers. A consumer that takes an envelope while reading is paused wakes the reactor, once.
+//!   Nothing is dropped and nothing spins.
+//! - **Every connection ends with an answer.** A connection the reactor removes by itself
+//!   (end of stream, reset, protocol error) becomes a [`Disconnect`] notice with its reason
+//!   and every frame it had not sent. Notices are sent after the envelopes read before them.
+//!   A connection removed by [`Mesh::remove`](crate::Mesh::remove) leaves with its unwritten
+//!   frames and its half-read frame.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_queue::SegQueue;
+use mio::{Events, Interest, Poll, Token, Waker};
+use rustc_hash::FxHashMap;
+
+use crate::envelope::Envelope;
+use crate::error::{DisconnectReason, RemoveError};
+use crate::mesh::Disconnect;
+use crate::outgoing::OutgoingQueue;
+use crate::transport::connection::FRAMES_PER_WRITE;
+use crate::transport::Connection;
+
+const WAKER: Token = Token(usize::MAX);
+/// Size of the one read buffer shared by all connections.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one connection before the others get a turn.
+const READ_BUDGET: usize = 4 * READ_CHUNK;
+/// Bytes written to one connection before the others get a turn.
+const WRITE_BUDGET: usize = 1024 * 1024;
+/// A connection's backlog is refilled from its queue only below these.
+const BACKLOG_FRAMES: usize = FRAMES_PER_WRITE;
+const BACKLOG_BYTES: usize = 256 * 1024;
+const EVENTS: usize = 1024;
+
+/// What the mesh handles and the reactor share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Ids of connections whose queue a sender made non-empty.
+    pub(crate) ready: SegQueue<usize>,
+    waker: Waker,
+    /// True while the reactor is awake or a wake is on its way.
+    wake_pending: AtomicBool,
+    /// True while the reactor holds envelopes that did not fit the incoming queue.
+    read_paused: AtomicBool,
+    /// Set by `shutdown`.
+    pub(crate) shutdown: AtomicBool,
+    /// Set when the reactor thread ends, for whatever reason.
+    pub(crate) stopped: AtomicBool,
+}
+
+impl Shared {
+    /// Wakes the reactor unless it is awake already or about to be.
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        fence(SeqCst);
+        if self.wake_pending.swap(true, SeqCst) {
+            return Ok(());
+        }
+        self.waker.wake()
+    }
+
+    /// Called after an envelope is taken from the incoming queue.
+    pub(crate) fn made_room(&self) {
+        fence(SeqCst);
+        if self.read_paused.load(SeqCst) && self.read_paused.swap(false, SeqCst) {
+            // Failing to wake means the reactor is gone; receivers will see that.
+            let _ = self.wake();
+        }
+    }
+}
+
+/// Requests from the mesh handles.
+pub(crate) enum Command {
+    Add { id: usize, connection: Connection, queue: Arc<OutgoingQueue> },
+    Remove { id: usize, reply: Sender<Result<Connection, RemoveError>> },
+    Shutdown,
+}
+
+/// How a closing connection ends, once its queue has settled.
+enum Finish {
+    Disconnect(DisconnectReason),
+    Remove(Sender<Result<Connection, RemoveError>>),
+}
+
+struct Conn {
+    connection: Connection,
+    queue: Arc<OutgoingQueue>,
+    read_listed: bool,
+    write_listed: bool,
+    /// The last write met `WouldBlock`: wait for a writable event.
+    write_blocked: bool,
+    /// Set once the connection is leaving; it is no longer polled.
+    closing: Option<Finish>,
+}
+
+/// The channels a reactor is started with.
+pub(crate) struct Channels {
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) incoming: Sender<Envelope>,
+    pub(crate) disconnects: Sender<Disconnect>,
+}
+
+/// Creates the poll and the shared state; [`spawn`] starts the thread.
+pub(crate) fn new_shared() -> io::Result<(Poll, Arc<Shared>)> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let shared = Arc::new(Shared {
+        ready: SegQueue::new(),
+        waker,
+        wake_pending: AtomicBool::new(true),
+        read_paused: AtomicBool::new(false),
+        shutdown: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+    });
+    Ok((poll, shared))
+}
+
+/// Starts the reactor thread.
+pub(crate) fn spawn(poll: Poll, shared: Arc<Shared>, channels: Channels) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("wiremesh-reactor".into()).spawn(move || {
+        let mut reactor = Reactor {
+            poll,
+            shared,
+            commands: channels.commands,
+            incoming: channels.incoming,
+            disconnects: channels.disconnects,
+            conns: FxHashMap::default(),
+            read_list: VecDeque::new(),
+            write_list: VecDeque::new(),
+            ready: Vec::new(),
+            stalled: VecDeque::new(),
+            held_notices: Vec::new(),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            running: true,
+        };
+        reactor.run();
+    })
+}
+
+struct Reactor {
+    poll: Poll,
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+    incoming: Sender<Envelope>,
+    disconnects: Sender<Disconnect>,
+    conns: FxHashMap<usize, Conn>,
+    read_list: VecDeque<usize>,
+    write_list: VecDeque<usize>,
+    /// Ids taken from the shared ready list this turn.
+    ready: Vec<usize>,
+    /// Envelopes read that did not fit the incoming queue, oldest first.
+    stalled: VecDeque<Envelope>,
+    /// Notices that wait for the stalled envelopes to go first.
+    held_notices: Vec<Disconnect>,
+    scratch: Box<[u8]>,
+    running: bool,
+}
+
+impl Reactor {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        while self.running {
+            let timeout = if self.has_work() { Some(Duration::ZERO) } else { self.prepare_to_sleep() };
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    // The poll itself is broken: nothing more can be done for any
+                    // connection. Stop; receivers see `Disconnected`.
+                    return;
+                }
+            }
+            self.shared.wake_pending.store(true, SeqCst);
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    continue;
+                }
+                let id = event.token().0;
+                let Some(conn) = self.conns.get_mut(&id) else { continue };
+                if conn.closing.is_some() {
+                    continue;
+                }
+                if (event.is_readable() || event.is_read_closed() || event.is_error()) && !conn.read_listed {
+                    conn.read_listed = true;
+                    self.read_list.push_back(id);
+                }
+                if (event.is_writable() || event.is_write_closed() || event.is_error()) && conn.write_blocked {
+                    conn.write_blocked = false;
+                    if !conn.write_listed {
+                        conn.write_listed = true;
+                        self.write_list.push_back(id);
+                    }
+                }
+            }
+            self.turn();
+        }
+        self.close_all();
+    }
+
+    fn has_work(&self) -> bool {
+        !self.write_list.is_empty() || (self.stalled.is_empty() && !self.read_list.is_empty())
+    }
+
+    /// Allows wakes, then looks once more for work that arrived meanwhile. Returns the
+    /// poll timeout.
+    fn prepare_to_sleep(&mut self) -> Option<Duration> {
+        self.shared.wake_pending.store(false, SeqCst);
+        fence(SeqCst);
+        if !self.stalled.is_empty() {
+            self.shared.read_paused.store(true, SeqCst);
+            fence(SeqCst);
+            self.flush_stalled();
+            if self.stalled.is_empty() {
+                return Some(Duration::ZERO);
+            }
+        }
+        if !self.shared.ready.is_empty() || !self.commands.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        None
+    }
+
+    fn turn(&mut self) {
+        // Take the ready ids before the commands: a send to a new connection follows its
+        // `Add` command, so every id taken here has its connection added below.
+        while let Some(id) = self.shared.ready.pop() {
+            self.ready.push(id);
+        }
+        while let Ok(command) = self.commands.try_recv() {
+            self.command(command);
+        }
+        let mut ready = std::mem::take(&mut self.ready);
+        for id in ready.drain(..) {
+            match self.conns.get_mut(&id) {
+                Some(conn) if conn.closing.is_some() => self.progress_closing(id),
+                Some(conn) if !conn.write_listed => {
+                    conn.write_listed = true;
+                    self.write_list.push_back(id);
+                }
+                _ => {}
+            }
+        }
+        self.ready = ready;
+
+        for _ in 0..self.write_list.len() {
+            let id = self.write_list.pop_front().expect("counted");
+            self.flush(id);
+        }
+        self.flush_stalled();
+        let mut turns = self.read_list.len();
+        while turns > 0 && self.stalled.is_empty() {
+            turns -= 1;
+            let id = self.read_list.pop_front().expect("counted");
+            self.read(id);
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Add { id, connection, queue } => {
+                let mut conn =
+                    Conn { connection, queue, read_listed: true, write_listed: true, write_blocked: false, closing: None };
+                let registered =
+                    self.poll.registry().register(&mut conn.connection.stream, Token(id), Interest::READABLE | Interest::WRITABLE);
+                self.conns.insert(id, conn);
+                match registered {
+                    // Read and write at once: the stream may hold bytes already, and the
+                    // connection may bring unwritten frames from an earlier mesh.
+                    Ok(()) => {
+                        self.read_list.push_back(id);
+                        self.write_list.push_back(id);
+                    }
+                    Err(err) => self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err))),
+                }
+            }
+            Command::Remove { id, reply } => match self.conns.get(&id) {
+                Some(conn) if conn.closing.is_none() => self.begin_close(id, Finish::Remove(reply)),
+                _ => {
+                    let _ = reply.send(Err(RemoveError::NotFound(id)));
+                }
+            },
+            Command::Shutdown => self.running = false,
+        }
+    }
+
+    /// Writes a connection's queued frames until it would block, runs out of frames, or has
+    /// had its budget for this turn.
+    fn flush(&mut self, id: usize) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        conn.write_listed = false;
+        if conn.closing.is_some() || conn.write_blocked {
+            return;
+        }
+        let mut written = 0;
+        loop {
+            let backlog = &mut conn.connection.backlog;
+            while backlog.len() < BACKLOG_FRAMES && backlog.bytes() < BACKLOG_BYTES {
+                match conn.queue.pop() {
+                    Some(payload) => backlog.push(payload),
+                    None => break,
+                }
+            }
+            if backlog.is_empty() {
+                if conn.queue.unschedule() {
+                    continue;
+                }
+                return;
+            }
+            match backlog.write_to(&mut conn.connection.stream) {
+                Ok(0) => {
+                    let err = io::Error::new(io::ErrorKind::WriteZero, "the socket took no bytes");
+                    return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)));
+                }
+                Ok(n) => {
+                    written += n;
+                    if written >= WRITE_BUDGET {
+                        conn.write_listed = true;
+                        self.write_list.push_back(id);
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    conn.write_blocked = true;
+                    return;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err))),
+            }
+        }
+    }
+
+    /// Reads a connection until it would block, has had its budget, or the incoming queue
+    /// is full, and delivers the frames it completes.
+    fn read(&mut self, id: usize) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        conn.read_listed = false;
+        if conn.closing.is_some() {
+            return;
+        }
+        let mut total = 0;
+        let reason = loop {
+            let n = match conn.connection.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    break match conn.connection.decoder.buffered() {
+                        0 => DisconnectReason::Eof,
+                        buffered => DisconnectReason::EofMidFrame { buffered },
+                    }
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => break DisconnectReason::Io(err),
+            };
+            total += n;
+            let mut input = &self.scratch[..n];
+            let decoded = loop {
+                match conn.connection.decoder.decode(&mut input) {
+                    Ok(Some(payload)) => deliver(&self.incoming, &mut self.stalled, Envelope::new(id, payload)),
+                    Ok(None) => break Ok(()),
+                    Err(err) => break Err(err),
+                }
+            };
+            if let Err(err) = decoded {
+                break DisconnectReason::Protocol(err);
+            }
+            if !self.stalled.is_empty() {
+                // Still readable, most likely: first in line once there is room.
+                conn.read_listed = true;
+                self.read_list.push_front(id);
+                return;
+            }
+            if total >= READ_BUDGET {
+                conn.read_listed = true;
+                self.read_list.push_back(id);
+                return;
+            }
+        };
+        self.begin_close(id, Finish::Disconnect(reason));
+    }
+
+    /// Moves stalled envelopes into the incoming queue while it has room; once they are all
+    /// in, releases the notices that waited for them.
+    fn flush_stalled(&mut self) {
+        while let Some(envelope) = self.stalled.pop_front() {
+            match self.incoming.try_send(envelope) {
+                Ok(()) => {}
+                Err(TrySendError::Full(envelope)) => {
+                    self.stalled.push_front(envelope);
+                    return;
+                }
+                // Every receiver is gone: the mesh is shutting down.
+                Err(TrySendError::Disconnected(_)) => self.stalled.clear(),
+            }
+        }
+        for notice in self.held_notices.drain(..) {
+            let _ = self.disconnects.send(notice);
+        }
+    }
+
+    /// Stops polling a connection and closes its queue; it ends once the queue settles.
+    fn begin_close(&mut self, id: usize, finish: Finish) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.connection.stream);
+        conn.queue.close();
+        if let Finish::Remove(_) = finish {
+            // Whatever goes out now need not travel with the connection.
+            let _ = drain_nonblocking(conn);
+        }
+        conn.closing = Some(finish);
+        self.progress_closing(id);
+    }
+
+    /// Takes a closing connection's last frames; ends it if no push is still in flight
+    /// (otherwise that push schedules the id again and we come back here).
+    fn progress_closing(&mut self, id: usize) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        loop {
+            while let Some(payload) = conn.queue.pop() {
+                conn.connection.backlog.push(payload);
+            }
+            if conn.queue.is_settled() {
+                break;
+            }
+            if !conn.queue.unschedule() {
+                return;
+            }
+        }
+        let conn = self.conns.remove(&id).expect("present above");
+        match conn.closing.expect("closing") {
+            Finish::Remove(reply) => {
+                let _ = reply.send(Ok(conn.connection));
+            }
+            Finish::Disconnect(reason) => {
+                let unsent = conn.connection.backlog.into_unsent().into_iter().map(|p| Envelope::new(id, p)).collect();
+                let notice = Disconnect { id, reason, unsent };
+                if self.stalled.is_empty() {
+                    let _ = self.disconnects.send(notice);
+                } else {
+                    self.held_notices.push(notice);
+                }
+            }
+        }
+    }
+
+    /// At shutdown: writes what each connection can take without blocking, then closes it.
+    fn close_all(&mut self) {
+        for (_, mut conn) in self.conns.drain() {
+            conn.queue.close();
+            if conn.closing.is_none() {
+                let _ = drain_nonblocking(&mut conn);
+            }
+            if let Some(Finish::Remove(reply)) = conn.closing.take() {
+                let _ = reply.send(Ok(conn.connection));
+            }
+        }
+    }
+}
+
+impl Drop for Reactor {
+    /// Runs however the thread ends, panics included: refuse further sends and adds, and
+    /// answer every command still queued.
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, SeqCst);
+        for conn in self.conns.values() {
+            conn.queue.close();
+        }
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Add { queue, .. } => queue.close(),
+                Command::Remove { id, reply } => {
+                    let _ = reply.send(Err(RemoveError::NotFound(id)));
+                }
+                Command::Shutdown => {}
+            }
+        }
+    }
+}
+
+fn deliver(incoming: &Sender<Envelope>, stalled: &mut VecDeque<Envelope>, envelope: Envelope) {
+    if !stalled.is_empty() {
+        stalled.push_back(envelope);
+        return;
+    }
+    match incoming.try_send(envelope) {
+        Ok(()) => {}
+        Err(TrySendError::Full(envelope)) => stalled.push_back(envelope),
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+/// Writes queued frames until the socket would block or the queue is empty.
+fn drain_nonblocking(conn: &mut Conn) -> io::Result<()> {
+    loop {
+        while conn.connection.backlog.len() < BACKLOG_FRAMES {
+            match conn.queue.pop() {
+                Some(payload) => conn.connection.backlog.push(payload),
+                None => break,
+            }
+        }
+        if conn.connection.backlog.is_empty() {
+            return Ok(());
+        }
+        match conn.connection.backlog.write_to(&mut conn.connection.stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Transports: how connections are made. The reactor sees only [`Connection`]s, so new
+//! transports (TLS, Unix sockets, in-process) add a [`Stream`] and a [`Transport`]
+//! without touching it.
+//!
+//! # Contract
+//!
+//! - A [`Stream`] is a byte stream that mio can poll. Inside a mesh it is non-blocking and
+//!   registered edge-triggered for reading and writing; its reads and writes are retried
+//!   until `WouldBlock`.
+//! - A [`Connection`] is a stream plus its framing state: the partial frame it is reading
+//!   and the frames it has not finished writing. That state travels with it into a mesh and
+//!   back out of [`Mesh::remove`](crate::Mesh::remove), so no byte is lost or repeated.
+//! - Endpoints are strings. The TCP transport takes `host:port` and `tcp://host:port`,
+//!   and names its endpoints `tcp://ip:port`.
+
+pub(crate) mod connection;
+mod tcp;
+
+use std::time::Duration;
+use std::{fmt, io};
+
+pub use connection::Connection;
+pub use tcp::{TcpListener, TcpTransport};
+
+use crate::error::{AcceptError, ConnectError, ListenError};
+
+/// A byte stream a [`Connection`] runs over.
+pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug {
+    /// This end's endpoint, in the transport's own form (`tcp://127.0.0.1:4000`).
+    fn local_endpoint(&self) -> String;
+    /// The peer's endpoint.
+    fn remote_endpoint(&self) -> String;
+    /// Puts the stream in non-blocking (`true`) or blocking mode.
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()>;
+    /// The longest a blocking read waits; `None` waits for ever.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Shuts both directions down, so the peer sees the end of the stream.
+    fn shutdown(&self) -> io::Result<()>;
+}
+
+/// A way of making connections.
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// True if this transport can connect to or listen on `address`.
+    fn accepts(&self, address: &str) -> bool;
+    /// Connects to `endpoint`.
+    fn connect(&self, endpoint: &str) -> Result<Connection, ConnectError>;
+    /// Listens on `bind`.
+    fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError>;
+}
+
+/// A source of incoming connections.
+pub trait Listener: Send + fmt::Debug {
+    /// Waits for the next connection.
+    fn accept(&mut self) -> Result<Connection, AcceptError>;
+    /// The endpoint peers connect to, with the port actually bound.
+    fn endpoint(&self) -> String;
+}

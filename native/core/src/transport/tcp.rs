@@ -1,0 +1,262 @@
+//! TCP: Splinter's raw transport.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{self, SocketAddr};
+use std::time::Duration;
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+use socket2::SockRef;
+
+use super::{Connection, Listener, Stream, Transport};
+use crate::codec::DEFAULT_MAX_FRAME_SIZE;
+use crate::error::{AcceptError, ConnectError, ListenError};
+
+const SCHEME: &str = "tcp://";
+
+/// The TCP transport: frames over TCP, byte-compatible with Splinter's `RawTransport`.
+///
+/// # Examples
+///
+/// ```
+/// use wiremesh_core::{TcpTransport, Transport};
+///
+/// let transport = TcpTransport::default();
+/// let mut listener = transport.listen("127.0.0.1:0").unwrap();
+/// let mut client = transport.connect(&listener.endpoint()).unwrap();
+/// let mut server = listener.accept().unwrap();
+/// client.send(b"hello").unwrap();
+/// assert_eq!(server.recv().unwrap(), b"hello");
+/// ```
+#[derive(Debug, Clone)]
+pub struct TcpTransport {
+    max_frame_size: u32,
+    no_delay: bool,
+}
+
+impl Default for TcpTransport {
+    fn default() -> Self {
+        TcpTransport { max_frame_size: DEFAULT_MAX_FRAME_SIZE, no_delay: true }
+    }
+}
+
+impl TcpTransport {
+    /// A transport whose connections accept frames of up to `max_frame_size` bytes
+    /// (default 16 MiB; any value up to 4 GiB - 1).
+    pub fn with_max_frame_size(mut self, max_frame_size: u32) -> Self {
+        self.max_frame_size = max_frame_size;
+        self
+    }
+
+    /// Whether connections set `TCP_NODELAY` (default `true`: the mesh batches writes
+    /// itself, so Nagle's algorithm only adds latency).
+    pub fn with_no_delay(mut self, no_delay: bool) -> Self {
+        self.no_delay = no_delay;
+        self
+    }
+
+    /// The largest frame its connections accept.
+    pub fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
+    fn connection(&self, stream: net::TcpStream) -> io::Result<Connection> {
+        stream.set_nodelay(self.no_delay)?;
+        stream.set_nonblocking(true)?;
+        let stream = TcpStream::new(mio::net::TcpStream::from_std(stream))?;
+        Connection::new(Box::new(stream), self.max_frame_size)
+    }
+}
+
+impl Transport for TcpTransport {
+    fn accepts(&self, address: &str) -> bool {
+        host_and_port(address).is_some()
+    }
+
+    fn connect(&self, endpoint: &str) -> Result<Connection, ConnectError> {
+        let address = host_and_port(endpoint).ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
+        let stream = net::TcpStream::connect(address).map_err(ConnectError::Io)?;
+        self.connection(stream).map_err(ConnectError::Io)
+    }
+
+    fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError> {
+        let address = host_and_port(bind).ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
+        let listener = net::TcpListener::bind(address).map_err(ListenError::Io)?;
+        let endpoint = endpoint(listener.local_addr().map_err(ListenError::Io)?);
+        Ok(Box::new(TcpListener { listener, endpoint, transport: self.clone() }))
+    }
+}
+
+/// A listening TCP socket.
+#[derive(Debug)]
+pub struct TcpListener {
+    listener: net::TcpListener,
+    endpoint: String,
+    transport: TcpTransport,
+}
+
+impl Listener for TcpListener {
+    fn accept(&mut self) -> Result<Connection, AcceptError> {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return self.transport.connection(stream).map_err(AcceptError::Io),
+                // A peer that gave up between SYN and accept is no reason to stop listening.
+                Err(err) if matches!(err.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
+                Err(err) => return Err(AcceptError::Io(err)),
+            }
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+}
+
+/// A TCP stream that mio can poll.
+#[derive(Debug)]
+pub(crate) struct TcpStream {
+    stream: mio::net::TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+impl TcpStream {
+    fn new(stream: mio::net::TcpStream) -> io::Result<Self> {
+        Ok(TcpStream { local: stream.local_addr()?, remote: stream.peer_addr()?, stream })
+    }
+}
+
+impl Stream for TcpStream {
+    fn local_endpoint(&self) -> String {
+        endpoint(self.local)
+    }
+
+    fn remote_endpoint(&self) -> String {
+        endpoint(self.remote)
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        SockRef::from(&self.stream).set_nonblocking(nonblocking)
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        SockRef::from(&self.stream).set_read_timeout(timeout)
+    }
+
+    fn shutdown(&self) -> io::Result<()> {
+        self.stream.shutdown(net::Shutdown::Both)
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl Source for TcpStream {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        self.stream.register(registry, token, interests)
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        self.stream.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.stream.deregister(registry)
+    }
+}
+
+/// `tcp://ip:port`, with IPv6 addresses in brackets.
+fn endpoint(address: SocketAddr) -> String {
+    format!("{SCHEME}{address}")
+}
+
+/// The `host:port` of a TCP address (`host:port` or `tcp://host:port`), if it is one: a
+/// non-empty host without spaces (IPv6 in brackets) and a port from 0 to 65535.
+fn host_and_port(address: &str) -> Option<&str> {
+    let rest = address.strip_prefix(SCHEME).unwrap_or(address);
+    let (host, port) = rest.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner.strip_suffix(']').is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty() && !host.contains([':', '/', ' ', '[', ']', '@'])
+    };
+    (host_ok && !port.starts_with('+')).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_host_port_with_or_without_scheme() {
+        let transport = TcpTransport::default();
+        for good in ["127.0.0.1:0", "tcp://127.0.0.1:8080", "localhost:65535", "tcp://[::1]:80", "[::1]:1"] {
+            assert!(transport.accepts(good), "{good}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:65536",
+            "127.0.0.1:-1",
+            "127.0.0.1:+80",
+            ":80",
+            "tcp://",
+            "tls://127.0.0.1:80",
+            "udp://host:1",
+            "::1:80",
+            "[::1:80",
+            "[nothost]:80",
+            "a b:80",
+        ] {
+            assert!(!transport.accepts(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn malformed_endpoints_are_refused_before_any_io() {
+        let transport = TcpTransport::default();
+        assert!(matches!(transport.connect("nonsense"), Err(ConnectError::InvalidEndpoint(e)) if e == "nonsense"));
+        assert!(matches!(transport.listen("tcp://x"), Err(ListenError::InvalidEndpoint(_))));
+    }
+
+    #[test]
+    fn endpoints_name_the_bound_port() {
+        let transport = TcpTransport::default();
+        let mut listener = transport.listen("tcp://127.0.0.1:0").unwrap();
+        let endpoint = listener.endpoint();
+        assert!(endpoint.starts_with("tcp://127.0.0.1:") && !endpoint.ends_with(":0"), "{endpoint}");
+        let client = transport.connect(&endpoint).unwrap();
+        let server = listener.accept().unwrap();
+        assert_eq!(client.remote_endpoint(), endpoint);
+        assert_eq!(server.remote_endpoint(), client.local_endpoint());
+    }
+
+    #[test]
+    fn a_refused_connection_is_an_io_error() {
+        let transport = TcpTransport::default();
+        let port = {
+            let listener = net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        assert!(matches!(transport.connect(&format!("127.0.0.1:{port}")), Err(ConnectError::Io(_))));
+    }
+}

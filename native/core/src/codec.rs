@@ -72,7 +72,10 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::TooLarge { len, max } => {
-                write!(f, "frame of {len} bytes exceeds the maximum frame size of {max} bytes")
+                write!(
+                    f,
+                    "frame of {len} bytes exceeds the maximum frame size of {max} bytes"
+                )
             }
         }
     }
@@ -85,7 +88,10 @@ impl std::error::Error for FrameError {}
 pub fn frame_header(len: usize) -> Result<[u8; HEADER_LEN], FrameError> {
     u32::try_from(len)
         .map(u32::to_be_bytes)
-        .map_err(|_| FrameError::TooLarge { len: len as u64, max: u32::MAX })
+        .map_err(|_| FrameError::TooLarge {
+            len: len as u64,
+            max: u32::MAX,
+        })
 }
 
 /// Appends one frame holding `payload` to `out`.
@@ -114,7 +120,12 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder that refuses payloads longer than `max_frame_size` bytes.
     pub fn new(max_frame_size: u32) -> Self {
-        FrameDecoder { max_frame_size, header: [0; HEADER_LEN], header_filled: 0, body: None }
+        FrameDecoder {
+            max_frame_size,
+            header: [0; HEADER_LEN],
+            header_filled: 0,
+            body: None,
+        }
     }
 
     /// The largest payload this decoder accepts.
@@ -131,7 +142,8 @@ impl FrameDecoder {
         if self.body.is_none() {
             // Fast path: a whole frame at the front of the input, nothing buffered.
             if self.header_filled == 0 && input.len() >= HEADER_LEN {
-                let len = self.check_len(u32::from_be_bytes([input[0], input[1], input[2], input[3]]))?;
+                let len =
+                    self.check_len(u32::from_be_bytes([input[0], input[1], input[2], input[3]]))?;
                 if input.len() - HEADER_LEN >= len {
                     let payload = input[HEADER_LEN..HEADER_LEN + len].to_vec();
                     *input = &input[HEADER_LEN + len..];
@@ -139,7 +151,8 @@ impl FrameDecoder {
                 }
             }
             let take = (HEADER_LEN - self.header_filled).min(input.len());
-            self.header[self.header_filled..self.header_filled + take].copy_from_slice(&input[..take]);
+            self.header[self.header_filled..self.header_filled + take]
+                .copy_from_slice(&input[..take]);
             self.header_filled += take;
             *input = &input[take..];
             if self.header_filled < HEADER_LEN {
@@ -188,12 +201,17 @@ impl FrameDecoder {
     /// Bytes allocated for the frame in progress: bounded by about twice
     /// [`buffered`](Self::buffered), never by the header's claim.
     pub fn allocated(&self) -> usize {
-        self.body.as_ref().map_or(0, |(payload, _)| payload.capacity())
+        self.body
+            .as_ref()
+            .map_or(0, |(payload, _)| payload.capacity())
     }
 
     fn check_len(&self, len: u32) -> Result<usize, FrameError> {
         if len > self.max_frame_size {
-            return Err(FrameError::TooLarge { len: u64::from(len), max: self.max_frame_size });
+            return Err(FrameError::TooLarge {
+                len: u64::from(len),
+                max: self.max_frame_size,
+            });
         }
         Ok(len as usize)
     }
@@ -227,7 +245,10 @@ mod tests {
     fn decodes_literal_bytes() {
         let wire = [0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0, 0, 0, 0, 1, 0xff];
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
-        assert_eq!(decode_all(&mut decoder, &wire), vec![b"abc".to_vec(), vec![], vec![0xff]]);
+        assert_eq!(
+            decode_all(&mut decoder, &wire),
+            vec![b"abc".to_vec(), vec![], vec![0xff]]
+        );
         assert!(!decoder.is_mid_frame());
     }
 
@@ -243,7 +264,11 @@ mod tests {
                 let mut frames = decode_all(&mut decoder, &wire[..a]);
                 frames.extend(decode_all(&mut decoder, &wire[a..b]));
                 frames.extend(decode_all(&mut decoder, &wire[b..]));
-                assert_eq!(frames, vec![b"hello".to_vec(), vec![], vec![7u8; 300]], "split at {a}, {b}");
+                assert_eq!(
+                    frames,
+                    vec![b"hello".to_vec(), vec![], vec![7u8; 300]],
+                    "split at {a}, {b}"
+                );
             }
         }
     }
@@ -269,12 +294,26 @@ mod tests {
             Err(FrameError::TooLarge { len: 11, max: 10 })
         );
         let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
-        let err = decoder.decode(&mut &[0xff, 0xff, 0xff, 0xff, 1, 2][..]).unwrap_err();
-        assert_eq!(err, FrameError::TooLarge { len: u64::from(u32::MAX), max: DEFAULT_MAX_FRAME_SIZE });
-        assert_eq!(err.to_string(), "frame of 4294967295 bytes exceeds the maximum frame size of 16777216 bytes");
+        let err = decoder
+            .decode(&mut &[0xff, 0xff, 0xff, 0xff, 1, 2][..])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::TooLarge {
+                len: u64::from(u32::MAX),
+                max: DEFAULT_MAX_FRAME_SIZE
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "frame of 4294967295 bytes exceeds the maximum frame size of 16777216 bytes"
+        );
         // A frame of exactly the maximum is fine.
         let mut decoder = FrameDecoder::new(3);
-        assert_eq!(decode_all(&mut decoder, &[0, 0, 0, 3, 1, 2, 3]), vec![vec![1, 2, 3]]);
+        assert_eq!(
+            decode_all(&mut decoder, &[0, 0, 0, 3, 1, 2, 3]),
+            vec![vec![1, 2, 3]]
+        );
     }
 
     #[test]
@@ -283,7 +322,11 @@ mod tests {
         let mut input = &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10][..];
         assert_eq!(decoder.decode(&mut input).unwrap(), None);
         assert_eq!(decoder.buffered(), 14);
-        assert!(decoder.allocated() <= FIRST_CHUNK, "allocated {}", decoder.allocated());
+        assert!(
+            decoder.allocated() <= FIRST_CHUNK,
+            "allocated {}",
+            decoder.allocated()
+        );
         // Feed 1 MiB more in 64 KiB reads: capacity stays within twice what arrived.
         let chunk = vec![0u8; 64 * 1024];
         for _ in 0..16 {

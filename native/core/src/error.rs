@@ -14,7 +14,7 @@ use crate::transport::Connection;
 #[derive(Debug)]
 pub enum AddError {
     /// The mesh has shut down; the connection is handed back.
-    Shutdown(Connection),
+    Shutdown(Box<Connection>),
 }
 
 impl fmt::Display for AddError {
@@ -80,7 +80,11 @@ impl fmt::Display for SendError {
         match self {
             SendError::NotFound(envelope) => write!(f, "no connection with id {}", envelope.id()),
             SendError::Full(envelope) => {
-                write!(f, "the outgoing queue of connection {} is full", envelope.id())
+                write!(
+                    f,
+                    "the outgoing queue of connection {} is full",
+                    envelope.id()
+                )
             }
             SendError::Disconnected(envelope) => {
                 write!(f, "connection {} is disconnected", envelope.id())
@@ -203,7 +207,9 @@ pub enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectError::InvalidEndpoint(endpoint) => write!(f, "not a valid endpoint: {endpoint:?}"),
+            ConnectError::InvalidEndpoint(endpoint) => {
+                write!(f, "not a valid endpoint: {endpoint:?}")
+            }
             ConnectError::Io(err) => write!(f, "could not connect: {err}"),
         }
     }

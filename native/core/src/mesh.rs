@@ -102,7 +102,10 @@ impl Mesh {
     /// least 1 (`InvalidInput` otherwise). Starts the reactor thread.
     pub fn new(incoming_capacity: usize, outgoing_capacity: usize) -> io::Result<Self> {
         if incoming_capacity == 0 || outgoing_capacity == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "mesh capacities must be at least 1"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mesh capacities must be at least 1",
+            ));
         }
         let (poll, shared) = reactor::new_shared()?;
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
@@ -111,7 +114,11 @@ impl Mesh {
         let thread = reactor::spawn(
             poll,
             shared.clone(),
-            Channels { commands: commands_rx, incoming: incoming_tx, disconnects: disconnects_tx },
+            Channels {
+                commands: commands_rx,
+                incoming: incoming_tx,
+                disconnects: disconnects_tx,
+            },
         )?;
         let handle = Arc::new(Handle {
             shared,
@@ -122,7 +129,13 @@ impl Mesh {
             outgoing_capacity,
             thread: Mutex::new(Some(thread)),
         });
-        Ok(Mesh { incoming: Incoming { receiver: incoming_rx, handle: handle.clone() }, handle })
+        Ok(Mesh {
+            incoming: Incoming {
+                receiver: incoming_rx,
+                handle: handle.clone(),
+            },
+            handle,
+        })
     }
 
     /// Hands a connection to the reactor and returns its id at once.
@@ -132,17 +145,24 @@ impl Mesh {
     pub fn add(&self, connection: Connection) -> Result<usize, AddError> {
         let handle = &self.handle;
         if handle.shared.stopped.load(SeqCst) {
-            return Err(AddError::Shutdown(connection));
+            return Err(AddError::Shutdown(Box::new(connection)));
         }
         let id = handle.next_id.fetch_add(1, SeqCst);
-        let queue = Arc::new(OutgoingQueue::new(handle.outgoing_capacity, connection.max_frame_size()));
+        let queue = Arc::new(OutgoingQueue::new(
+            handle.outgoing_capacity,
+            connection.max_frame_size(),
+        ));
         handle.queues.pin().insert(id, queue.clone());
-        if let Err(crossbeam_channel::SendError(command)) =
-            handle.commands.send(Command::Add { id, connection, queue: queue.clone() })
-        {
+        if let Err(crossbeam_channel::SendError(command)) = handle.commands.send(Command::Add {
+            id,
+            connection,
+            queue: queue.clone(),
+        }) {
             handle.queues.pin().remove(&id);
-            let Command::Add { connection, .. } = command else { unreachable!("sent an Add") };
-            return Err(AddError::Shutdown(connection));
+            let Command::Add { connection, .. } = command else {
+                unreachable!("sent an Add")
+            };
+            return Err(AddError::Shutdown(Box::new(connection)));
         }
         // A failed wake means the reactor is gone; the check below covers that.
         let _ = handle.shared.wake();
@@ -162,7 +182,14 @@ impl Mesh {
             return Err(RemoveError::NotFound(id));
         }
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        if handle.commands.send(Command::Remove { id, reply: reply_tx }).is_err() {
+        if handle
+            .commands
+            .send(Command::Remove {
+                id,
+                reply: reply_tx,
+            })
+            .is_err()
+        {
             return Err(RemoveError::NotFound(id));
         }
         let _ = handle.shared.wake();
@@ -205,7 +232,11 @@ impl Mesh {
     /// A handle that sends to one connection, or `None` if no connection has this id.
     pub fn outgoing(&self, id: usize) -> Option<Outgoing> {
         let queue = self.handle.queues.pin().get(&id)?.clone();
-        Some(Outgoing { id, queue, handle: self.handle.clone() })
+        Some(Outgoing {
+            id,
+            queue,
+            handle: self.handle.clone(),
+        })
     }
 
     /// A handle that receives from the mesh (sharing its incoming queue).
@@ -215,7 +246,9 @@ impl Mesh {
 
     /// The disconnect notices of connections the reactor removed by itself.
     pub fn disconnects(&self) -> Disconnects {
-        Disconnects { handle: self.handle.clone() }
+        Disconnects {
+            handle: self.handle.clone(),
+        }
     }
 
     /// Stops the reactor and waits for its thread to end. Idempotent.
@@ -236,7 +269,11 @@ impl Handle {
             let _ = self.shared.wake();
         }
         // A poisoned lock only means another shutdown panicked; the handle is still there.
-        let thread = self.thread.lock().unwrap_or_else(|poison| poison.into_inner()).take();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
         if let Some(thread) = thread {
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
@@ -277,7 +314,10 @@ pub struct Outgoing {
 
 impl fmt::Debug for Outgoing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outgoing").field("id", &self.id).field("queued", &self.queue.len()).finish()
+        f.debug_struct("Outgoing")
+            .field("id", &self.id)
+            .field("queued", &self.queue.len())
+            .finish()
     }
 }
 
@@ -289,7 +329,11 @@ impl Outgoing {
 
     /// Queues a payload without blocking; errors as [`Mesh::send`].
     pub fn send(&self, payload: Vec<u8>) -> Result<(), SendError> {
-        send_to(&self.handle.shared, &self.queue, Envelope::new(self.id, payload))
+        send_to(
+            &self.handle.shared,
+            &self.queue,
+            Envelope::new(self.id, payload),
+        )
     }
 
     /// True once the connection has left the mesh (disconnected, removed or shut down).
@@ -307,7 +351,9 @@ pub struct Incoming {
 
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Incoming").field("waiting", &self.receiver.len()).finish()
+        f.debug_struct("Incoming")
+            .field("waiting", &self.receiver.len())
+            .finish()
     }
 }
 
@@ -402,25 +448,37 @@ pub struct Disconnects {
 
 impl fmt::Debug for Disconnects {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Disconnects").field("waiting", &self.handle.disconnects.len()).finish()
+        f.debug_struct("Disconnects")
+            .field("waiting", &self.handle.disconnects.len())
+            .finish()
     }
 }
 
 impl Disconnects {
     /// Takes the next notice if one is waiting.
     pub fn try_recv(&self) -> Option<Disconnect> {
-        self.handle.disconnects.try_recv().ok().map(|notice| self.took(notice))
+        self.handle
+            .disconnects
+            .try_recv()
+            .ok()
+            .map(|notice| self.took(notice))
     }
 
     /// Waits up to `timeout` for the next notice.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Disconnect> {
-        self.handle.disconnects.recv_timeout(timeout).ok().map(|notice| self.took(notice))
+        self.handle
+            .disconnects
+            .recv_timeout(timeout)
+            .ok()
+            .map(|notice| self.took(notice))
     }
 
     fn took(&self, notice: Disconnect) -> Disconnect {
         let queues = self.handle.queues.pin();
         // Only the tombstone: a remove() may have retired the id already.
-        queues.remove_if(&notice.id, |_, queue| queue.is_closed()).ok();
+        queues
+            .remove_if(&notice.id, |_, queue| queue.is_closed())
+            .ok();
         notice
     }
 }

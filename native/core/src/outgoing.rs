@@ -72,7 +72,10 @@ impl OutgoingQueue {
             if state / ONE >= self.capacity {
                 return Err(PushError::Full(payload));
             }
-            match self.state.compare_exchange_weak(state, state + ONE, SeqCst, SeqCst) {
+            match self
+                .state
+                .compare_exchange_weak(state, state + ONE, SeqCst, SeqCst)
+            {
                 Ok(_) => break,
                 Err(actual) => state = actual,
             }
@@ -160,7 +163,9 @@ mod tests {
                     std::thread::spawn(move || {
                         let mut refused = Vec::new();
                         for i in 0..2000u32 {
-                            if let Err(PushError::Closed(p)) = queue.push((t * 10_000 + i).to_be_bytes().to_vec()) {
+                            if let Err(PushError::Closed(p)) =
+                                queue.push((t * 10_000 + i).to_be_bytes().to_vec())
+                            {
                                 refused.push(p);
                             }
                         }

@@ -99,8 +99,15 @@ impl Shared {
 
 /// Requests from the mesh handles.
 pub(crate) enum Command {
-    Add { id: usize, connection: Connection, queue: Arc<OutgoingQueue> },
-    Remove { id: usize, reply: Sender<Result<Connection, RemoveError>> },
+    Add {
+        id: usize,
+        connection: Connection,
+        queue: Arc<OutgoingQueue>,
+    },
+    Remove {
+        id: usize,
+        reply: Sender<Result<Connection, RemoveError>>,
+    },
     Shutdown,
 }
 
@@ -144,25 +151,31 @@ pub(crate) fn new_shared() -> io::Result<(Poll, Arc<Shared>)> {
 }
 
 /// Starts the reactor thread.
-pub(crate) fn spawn(poll: Poll, shared: Arc<Shared>, channels: Channels) -> io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("wiremesh-reactor".into()).spawn(move || {
-        let mut reactor = Reactor {
-            poll,
-            shared,
-            commands: channels.commands,
-            incoming: channels.incoming,
-            disconnects: channels.disconnects,
-            conns: FxHashMap::default(),
-            read_list: VecDeque::new(),
-            write_list: VecDeque::new(),
-            ready: Vec::new(),
-            stalled: VecDeque::new(),
-            held_notices: Vec::new(),
-            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
-            running: true,
-        };
-        reactor.run();
-    })
+pub(crate) fn spawn(
+    poll: Poll,
+    shared: Arc<Shared>,
+    channels: Channels,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("wiremesh-reactor".into())
+        .spawn(move || {
+            let mut reactor = Reactor {
+                poll,
+                shared,
+                commands: channels.commands,
+                incoming: channels.incoming,
+                disconnects: channels.disconnects,
+                conns: FxHashMap::default(),
+                read_list: VecDeque::new(),
+                write_list: VecDeque::new(),
+                ready: Vec::new(),
+                stalled: VecDeque::new(),
+                held_notices: Vec::new(),
+                scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+                running: true,
+            };
+            reactor.run();
+        })
 }
 
 struct Reactor {
@@ -188,7 +201,11 @@ impl Reactor {
     fn run(&mut self) {
         let mut events = Events::with_capacity(EVENTS);
         while self.running {
-            let timeout = if self.has_work() { Some(Duration::ZERO) } else { self.prepare_to_sleep() };
+            let timeout = if self.has_work() {
+                Some(Duration::ZERO)
+            } else {
+                self.prepare_to_sleep()
+            };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != io::ErrorKind::Interrupted {
                     // The poll itself is broken: nothing more can be done for any
@@ -202,15 +219,21 @@ impl Reactor {
                     continue;
                 }
                 let id = event.token().0;
-                let Some(conn) = self.conns.get_mut(&id) else { continue };
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    continue;
+                };
                 if conn.closing.is_some() {
                     continue;
                 }
-                if (event.is_readable() || event.is_read_closed() || event.is_error()) && !conn.read_listed {
+                if (event.is_readable() || event.is_read_closed() || event.is_error())
+                    && !conn.read_listed
+                {
                     conn.read_listed = true;
                     self.read_list.push_back(id);
                 }
-                if (event.is_writable() || event.is_write_closed() || event.is_error()) && conn.write_blocked {
+                if (event.is_writable() || event.is_write_closed() || event.is_error())
+                    && conn.write_blocked
+                {
                     conn.write_blocked = false;
                     if !conn.write_listed {
                         conn.write_listed = true;
@@ -283,11 +306,24 @@ impl Reactor {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Add { id, connection, queue } => {
-                let mut conn =
-                    Conn { connection, queue, read_listed: true, write_listed: true, write_blocked: false, closing: None };
-                let registered =
-                    self.poll.registry().register(&mut conn.connection.stream, Token(id), Interest::READABLE | Interest::WRITABLE);
+            Command::Add {
+                id,
+                connection,
+                queue,
+            } => {
+                let mut conn = Conn {
+                    connection,
+                    queue,
+                    read_listed: true,
+                    write_listed: true,
+                    write_blocked: false,
+                    closing: None,
+                };
+                let registered = self.poll.registry().register(
+                    &mut conn.connection.stream,
+                    Token(id),
+                    Interest::READABLE | Interest::WRITABLE,
+                );
                 self.conns.insert(id, conn);
                 match registered {
                     // Read and write at once: the stream may hold bytes already, and the
@@ -312,7 +348,9 @@ impl Reactor {
     /// Writes a connection's queued frames until it would block, runs out of frames, or has
     /// had its budget for this turn.
     fn flush(&mut self, id: usize) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         conn.write_listed = false;
         if conn.closing.is_some() || conn.write_blocked {
             return;
@@ -350,7 +388,9 @@ impl Reactor {
                     return;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err))),
+                Err(err) => {
+                    return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)))
+                }
             }
         }
     }
@@ -358,7 +398,9 @@ impl Reactor {
     /// Reads a connection until it would block, has had its budget, or the incoming queue
     /// is full, and delivers the frames it completes.
     fn read(&mut self, id: usize) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         conn.read_listed = false;
         if conn.closing.is_some() {
             return;
@@ -381,7 +423,11 @@ impl Reactor {
             let mut input = &self.scratch[..n];
             let decoded = loop {
                 match conn.connection.decoder.decode(&mut input) {
-                    Ok(Some(payload)) => deliver(&self.incoming, &mut self.stalled, Envelope::new(id, payload)),
+                    Ok(Some(payload)) => deliver(
+                        &self.incoming,
+                        &mut self.stalled,
+                        Envelope::new(id, payload),
+                    ),
                     Ok(None) => break Ok(()),
                     Err(err) => break Err(err),
                 }
@@ -425,7 +471,9 @@ impl Reactor {
 
     /// Stops polling a connection and closes its queue; it ends once the queue settles.
     fn begin_close(&mut self, id: usize, finish: Finish) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut conn.connection.stream);
         conn.queue.close();
         if let Finish::Remove(_) = finish {
@@ -439,7 +487,9 @@ impl Reactor {
     /// Takes a closing connection's last frames; ends it if no push is still in flight
     /// (otherwise that push schedules the id again and we come back here).
     fn progress_closing(&mut self, id: usize) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         loop {
             while let Some(payload) = conn.queue.pop() {
                 conn.connection.backlog.push(payload);
@@ -457,7 +507,13 @@ impl Reactor {
                 let _ = reply.send(Ok(conn.connection));
             }
             Finish::Disconnect(reason) => {
-                let unsent = conn.connection.backlog.into_unsent().into_iter().map(|p| Envelope::new(id, p)).collect();
+                let unsent = conn
+                    .connection
+                    .backlog
+                    .into_unsent()
+                    .into_iter()
+                    .map(|p| Envelope::new(id, p))
+                    .collect();
                 let notice = Disconnect { id, reason, unsent };
                 if self.stalled.is_empty() {
                     let _ = self.disconnects.send(notice);
@@ -526,7 +582,11 @@ fn drain_nonblocking(conn: &mut Conn) -> io::Result<()> {
         if conn.connection.backlog.is_empty() {
             return Ok(());
         }
-        match conn.connection.backlog.write_to(&mut conn.connection.stream) {
+        match conn
+            .connection
+            .backlog
+            .write_to(&mut conn.connection.stream)
+        {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

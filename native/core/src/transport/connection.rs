@@ -128,11 +128,15 @@ impl Connection {
         });
         let _ = self.stream.set_read_timeout(None);
         result.map_err(|err| match err.kind() {
-            io::ErrorKind::UnexpectedEof => ConnectionError::Closed { buffered: self.decoder.buffered() },
+            io::ErrorKind::UnexpectedEof => ConnectionError::Closed {
+                buffered: self.decoder.buffered(),
+            },
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnectionError::TimedOut,
             io::ErrorKind::InvalidData => match err.into_inner().map(|inner| inner.downcast()) {
                 Some(Ok(frame_error)) => ConnectionError::Protocol(*frame_error),
-                Some(Err(other)) => ConnectionError::Io(io::Error::new(io::ErrorKind::InvalidData, other)),
+                Some(Err(other)) => {
+                    ConnectionError::Io(io::Error::new(io::ErrorKind::InvalidData, other))
+                }
                 None => ConnectionError::Io(io::ErrorKind::InvalidData.into()),
             },
             _ => ConnectionError::Io(err),
@@ -262,12 +266,18 @@ mod tests {
             backlog.push(b"abc".to_vec());
             backlog.push(Vec::new());
             backlog.push(b"defgh".to_vec());
-            let mut out = Trickle { out: Vec::new(), limit };
+            let mut out = Trickle {
+                out: Vec::new(),
+                limit,
+            };
             while !backlog.is_empty() {
                 backlog.write_to(&mut out).unwrap();
             }
             assert_eq!(backlog.bytes(), 0);
-            assert_eq!(out.out, b"\0\0\0\x03abc\0\0\0\0\0\0\0\x05defgh", "limit {limit}");
+            assert_eq!(
+                out.out, b"\0\0\0\x03abc\0\0\0\0\0\0\0\x05defgh",
+                "limit {limit}"
+            );
         }
     }
 
@@ -287,8 +297,14 @@ mod tests {
         let mut backlog = WriteBacklog::default();
         backlog.push(b"first".to_vec());
         backlog.push(b"second".to_vec());
-        let mut out = Trickle { out: Vec::new(), limit: 6 };
+        let mut out = Trickle {
+            out: Vec::new(),
+            limit: 6,
+        };
         backlog.write_to(&mut out).unwrap();
-        assert_eq!(backlog.into_unsent(), vec![b"first".to_vec(), b"second".to_vec()]);
+        assert_eq!(
+            backlog.into_unsent(),
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
     }
 }

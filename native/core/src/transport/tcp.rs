@@ -36,7 +36,10 @@ pub struct TcpTransport {
 
 impl Default for TcpTransport {
     fn default() -> Self {
-        TcpTransport { max_frame_size: DEFAULT_MAX_FRAME_SIZE, no_delay: true }
+        TcpTransport {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            no_delay: true,
+        }
     }
 }
 
@@ -74,16 +77,22 @@ impl Transport for TcpTransport {
     }
 
     fn connect(&self, endpoint: &str) -> Result<Connection, ConnectError> {
-        let address = host_and_port(endpoint).ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
+        let address = host_and_port(endpoint)
+            .ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
         let stream = net::TcpStream::connect(address).map_err(ConnectError::Io)?;
         self.connection(stream).map_err(ConnectError::Io)
     }
 
     fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError> {
-        let address = host_and_port(bind).ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
+        let address =
+            host_and_port(bind).ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
         let listener = net::TcpListener::bind(address).map_err(ListenError::Io)?;
         let endpoint = endpoint(listener.local_addr().map_err(ListenError::Io)?);
-        Ok(Box::new(TcpListener { listener, endpoint, transport: self.clone() }))
+        Ok(Box::new(TcpListener {
+            listener,
+            endpoint,
+            transport: self.clone(),
+        }))
     }
 }
 
@@ -99,9 +108,15 @@ impl Listener for TcpListener {
     fn accept(&mut self) -> Result<Connection, AcceptError> {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => return self.transport.connection(stream).map_err(AcceptError::Io),
+                Ok((stream, _)) => {
+                    return self.transport.connection(stream).map_err(AcceptError::Io)
+                }
                 // A peer that gave up between SYN and accept is no reason to stop listening.
-                Err(err) if matches!(err.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(err) => return Err(AcceptError::Io(err)),
             }
         }
@@ -122,7 +137,11 @@ pub(crate) struct TcpStream {
 
 impl TcpStream {
     fn new(stream: mio::net::TcpStream) -> io::Result<Self> {
-        Ok(TcpStream { local: stream.local_addr()?, remote: stream.peer_addr()?, stream })
+        Ok(TcpStream {
+            local: stream.local_addr()?,
+            remote: stream.peer_addr()?,
+            stream,
+        })
     }
 }
 
@@ -169,11 +188,21 @@ impl Write for TcpStream {
 }
 
 impl Source for TcpStream {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         self.stream.register(registry, token, interests)
     }
 
-    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         self.stream.reregister(registry, token, interests)
     }
 
@@ -194,7 +223,9 @@ fn host_and_port(address: &str) -> Option<&str> {
     let (host, port) = rest.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
     let host_ok = if let Some(inner) = host.strip_prefix('[') {
-        inner.strip_suffix(']').is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
     } else {
         !host.is_empty() && !host.contains([':', '/', ' ', '[', ']', '@'])
     };
@@ -208,7 +239,13 @@ mod tests {
     #[test]
     fn accepts_host_port_with_or_without_scheme() {
         let transport = TcpTransport::default();
-        for good in ["127.0.0.1:0", "tcp://127.0.0.1:8080", "localhost:65535", "tcp://[::1]:80", "[::1]:1"] {
+        for good in [
+            "127.0.0.1:0",
+            "tcp://127.0.0.1:8080",
+            "localhost:65535",
+            "tcp://[::1]:80",
+            "[::1]:1",
+        ] {
             assert!(transport.accepts(good), "{good}");
         }
         for bad in [
@@ -234,8 +271,13 @@ mod tests {
     #[test]
     fn malformed_endpoints_are_refused_before_any_io() {
         let transport = TcpTransport::default();
-        assert!(matches!(transport.connect("nonsense"), Err(ConnectError::InvalidEndpoint(e)) if e == "nonsense"));
-        assert!(matches!(transport.listen("tcp://x"), Err(ListenError::InvalidEndpoint(_))));
+        assert!(
+            matches!(transport.connect("nonsense"), Err(ConnectError::InvalidEndpoint(e)) if e == "nonsense")
+        );
+        assert!(matches!(
+            transport.listen("tcp://x"),
+            Err(ListenError::InvalidEndpoint(_))
+        ));
     }
 
     #[test]
@@ -243,7 +285,10 @@ mod tests {
         let transport = TcpTransport::default();
         let mut listener = transport.listen("tcp://127.0.0.1:0").unwrap();
         let endpoint = listener.endpoint();
-        assert!(endpoint.starts_with("tcp://127.0.0.1:") && !endpoint.ends_with(":0"), "{endpoint}");
+        assert!(
+            endpoint.starts_with("tcp://127.0.0.1:") && !endpoint.ends_with(":0"),
+            "{endpoint}"
+        );
         let client = transport.connect(&endpoint).unwrap();
         let server = listener.accept().unwrap();
         assert_eq!(client.remote_endpoint(), endpoint);
@@ -257,6 +302,9 @@ mod tests {
             let listener = net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        assert!(matches!(transport.connect(&format!("127.0.0.1:{port}")), Err(ConnectError::Io(_))));
+        assert!(matches!(
+            transport.connect(&format!("127.0.0.1:{port}")),
+            Err(ConnectError::Io(_))
+        ));
     }
 }

@@ -1,0 +1,134 @@
+//! Bounded queues in both directions: a full outgoing queue hands the envelope back and
+//! holds up no other connection; a full incoming queue pauses reading without loss.
+
+mod util;
+
+use std::io::Read;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::*;
+use wiremesh_core::{Envelope, Mesh, SendError, TcpTransport};
+
+#[test]
+fn a_peer_that_never_reads_fills_its_queue_while_another_keeps_delivering() {
+    let transport = TcpTransport::default();
+    let mesh = Mesh::new(64, 8).unwrap();
+    let (_stuck_peer, stuck) = raw_peer(&mesh, &transport);
+    let (client, server) = mesh_pair(&mesh, &transport);
+
+    // Fill the socket buffers and then the queue of the connection whose peer never reads.
+    let payload = vec![7u8; 64 * 1024];
+    let deadline = Instant::now() + PATIENCE;
+    let full = loop {
+        match mesh.send(Envelope::new(stuck, payload.clone())) {
+            Ok(()) => assert!(Instant::now() < deadline, "the queue never filled"),
+            Err(SendError::Full(envelope)) => break envelope,
+            Err(other) => panic!("expected Full, got {other:?}"),
+        }
+        // Give the reactor time to move frames into the socket as far as it goes.
+        thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(full.id(), stuck);
+    assert_eq!(
+        full.payload(),
+        &payload[..],
+        "Full hands the envelope back whole"
+    );
+
+    // The other connection is not held up.
+    for i in 0..100u64 {
+        mesh.send(Envelope::new(client, numbered(i, 32))).unwrap();
+        let envelope = recv(&mesh);
+        assert_eq!((envelope.id(), number(envelope.payload())), (server, i));
+    }
+    assert!(matches!(
+        mesh.send(Envelope::new(stuck, vec![1])),
+        Err(SendError::Full(_))
+    ));
+}
+
+#[test]
+fn a_slow_consumer_with_room_for_four_receives_a_hundred_thousand_once_in_order() {
+    const TOTAL: u64 = 100_000;
+    let transport = TcpTransport::default();
+    let mesh = Mesh::new(4, 4).unwrap();
+    let (mut raw, id) = raw_peer(&mesh, &transport);
+    let writer = thread::spawn(move || {
+        let mut batch = Vec::new();
+        for i in 0..TOTAL {
+            batch.extend(frame(&numbered(i, 16)));
+            if batch.len() > 32 * 1024 {
+                write_all(&mut raw, &batch);
+                batch.clear();
+            }
+        }
+        write_all(&mut raw, &batch);
+        raw
+    });
+    for expected in 0..TOTAL {
+        let envelope = recv(&mesh);
+        assert_eq!(envelope.id(), id);
+        assert_eq!(number(envelope.payload()), expected);
+        if expected % 10_000 == 0 {
+            // Slower than the peer now and then: the queue fills and reading pauses.
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let raw = writer.join().unwrap();
+    assert!(mesh.try_recv().is_err(), "nothing more than was sent");
+    drop(raw);
+}
+
+#[test]
+fn reading_pauses_while_incoming_is_full_and_the_peer_is_pushed_back() {
+    let transport = TcpTransport::default();
+    let mesh = Mesh::new(1, 1).unwrap();
+    let (raw, _) = raw_peer(&mesh, &transport);
+    raw.set_nonblocking(true).unwrap();
+    let mut raw = raw;
+    // One continuous stream of numbered frames, written as far as the socket takes it.
+    let mut wire = Vec::new();
+    for i in 0..65_536u64 {
+        wire.extend(frame(&numbered(i, 1024)));
+    }
+    // Nobody receives: writing must eventually block, because the reactor stopped reading.
+    let mut written = 0usize;
+    let deadline = Instant::now() + PATIENCE;
+    let mut blocked_since: Option<Instant> = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the peer was never pushed back ({written} bytes written)"
+        );
+        assert!(written < wire.len(), "64 MiB went in without push-back");
+        match std::io::Write::write(&mut raw, &wire[written..]) {
+            Ok(n) => {
+                written += n;
+                blocked_since = None;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(300) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) => panic!("{err}"),
+        }
+    }
+    // Everything written is still delivered once the consumer drains.
+    let frames = written / (4 + 1024);
+    let mut n = 0u64;
+    while (n as usize) < frames {
+        assert_eq!(number(recv(&mesh).payload()), n);
+        n += 1;
+    }
+    let mut sink = [0u8; 1];
+    let nothing = raw.read(&mut sink).unwrap_err();
+    assert_eq!(
+        nothing.kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the mesh sent nothing back"
+    );
+}

@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wiremesh_core::{Listener, Mesh, SendError, TcpTransport, Transport};
+use wiremesh_core::{Mesh, SendError, TcpTransport, Transport};
 
 struct Scenario {
     name: &'static str,

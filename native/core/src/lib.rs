@@ -27,5 +27,6 @@ pub use error::{
     AcceptError, AddError, ConnectError, ConnectionError, DisconnectReason, ListenError, RecvError,
     RecvTimeoutError, RemoveError, SendError, TryRecvError,
 };
-pub use mesh::{Disconnect, Disconnects, Incoming, Mesh, Outgoing};
+pub use mesh::{Disconnect, Disconnects, Incoming, Mesh, Outgoing, WeakMesh};
+pub use reactor::Notify;
 pub use transport::{Connection, Listener, Stream, TcpTransport, Transport};

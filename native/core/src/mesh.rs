@@ -22,6 +22,12 @@
 //!   the sockets can take without blocking are written first; the rest are dropped.
 //!   Envelopes already received can still be taken; after them receivers get `Shutdown`.
 //!   It never waits for a receiver.
+//! - A consumer that waits in an event loop instead of a blocking call (the Node binding)
+//!   gives [`Mesh::with_notify`] a [`Notify`] hook. After finding the queue empty it
+//!   [`arm`](Incoming::arm)s it; the reactor calls the hook once, at the end of a turn in
+//!   which envelopes arrived. The hook is also called, armed or not, when a disconnect
+//!   notice is sent, when a queue a sender waits on ([`Mesh::want_room`]) gets room or
+//!   closes, and when the reactor stops.
 
 use std::fmt;
 use std::io;
@@ -38,7 +44,7 @@ use crate::error::{
     AddError, DisconnectReason, RecvError, RecvTimeoutError, RemoveError, SendError, TryRecvError,
 };
 use crate::outgoing::{OutgoingQueue, PushError};
-use crate::reactor::{self, Channels, Command, Shared};
+use crate::reactor::{self, Channels, Command, Notify, Shared};
 use crate::transport::Connection;
 
 type Queues = papaya::HashMap<usize, Arc<OutgoingQueue>, FxBuildHasher>;
@@ -101,13 +107,31 @@ impl Mesh {
     /// connections each queue up to `outgoing_capacity` outgoing frames. Both must be at
     /// least 1 (`InvalidInput` otherwise). Starts the reactor thread.
     pub fn new(incoming_capacity: usize, outgoing_capacity: usize) -> io::Result<Self> {
+        Self::build(incoming_capacity, outgoing_capacity, None)
+    }
+
+    /// Like [`new`](Self::new), with a hook that wakes a consumer waiting in an event loop
+    /// (see the [module documentation](self)). The hook runs on the reactor thread.
+    pub fn with_notify(
+        incoming_capacity: usize,
+        outgoing_capacity: usize,
+        notify: Notify,
+    ) -> io::Result<Self> {
+        Self::build(incoming_capacity, outgoing_capacity, Some(notify))
+    }
+
+    fn build(
+        incoming_capacity: usize,
+        outgoing_capacity: usize,
+        notify: Option<Notify>,
+    ) -> io::Result<Self> {
         if incoming_capacity == 0 || outgoing_capacity == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "mesh capacities must be at least 1",
             ));
         }
-        let (poll, shared) = reactor::new_shared()?;
+        let (poll, shared) = reactor::new_shared(notify)?;
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
         let (incoming_tx, incoming_rx) = crossbeam_channel::bounded(incoming_capacity);
         let (disconnects_tx, disconnects_rx) = crossbeam_channel::unbounded();
@@ -248,6 +272,23 @@ impl Mesh {
     pub fn disconnects(&self) -> Disconnects {
         Disconnects {
             handle: self.handle.clone(),
+        }
+    }
+
+    /// Asks the notify hook to be called once connection `id`'s outgoing queue has room or
+    /// the connection leaves. Returns `Ok(false)` without asking if it has room (or has left)
+    /// already: try sending now. `NotFound` if no connection has the id.
+    pub fn want_room(&self, id: usize) -> Result<bool, RemoveError> {
+        match self.handle.queues.pin().get(&id) {
+            Some(queue) => Ok(queue.want_room()),
+            None => Err(RemoveError::NotFound(id)),
+        }
+    }
+
+    /// A handle that does not keep the mesh running, but can still shut it down.
+    pub fn downgrade(&self) -> WeakMesh {
+        WeakMesh {
+            handle: Arc::downgrade(&self.handle),
         }
     }
 
@@ -416,6 +457,20 @@ impl Incoming {
         self.receiver.is_empty()
     }
 
+    /// Asks for the notify hook (see [`Mesh::with_notify`]) to be called when envelopes
+    /// arrive. Returns false, without asking, if envelopes are waiting already or the mesh
+    /// has stopped: take them (or the error) now.
+    pub fn arm(&self) -> bool {
+        let shared = &self.handle.shared;
+        shared.recv_armed.store(true, SeqCst);
+        std::sync::atomic::fence(SeqCst);
+        if !self.receiver.is_empty() || shared.stopped.load(SeqCst) {
+            shared.recv_armed.store(false, SeqCst);
+            return false;
+        }
+        true
+    }
+
     fn took(&self, envelope: Envelope) -> Envelope {
         self.handle.shared.made_room();
         envelope
@@ -423,6 +478,26 @@ impl Incoming {
 
     fn shut_down(&self) -> bool {
         self.handle.shared.shutdown.load(SeqCst)
+    }
+}
+
+/// A handle on a mesh that does not keep it running; see [`Mesh::downgrade`].
+#[derive(Clone, Debug)]
+pub struct WeakMesh {
+    handle: std::sync::Weak<Handle>,
+}
+
+impl WeakMesh {
+    /// Shuts the mesh down if it still runs.
+    pub fn shutdown(&self) {
+        if let Some(handle) = self.handle.upgrade() {
+            handle.shutdown();
+        }
+    }
+
+    /// True while some handle keeps the mesh.
+    pub fn is_alive(&self) -> bool {
+        self.handle.strong_count() > 0
     }
 }
 

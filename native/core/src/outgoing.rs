@@ -42,6 +42,8 @@ pub(crate) struct OutgoingQueue {
     frames: SegQueue<Vec<u8>>,
     state: AtomicUsize,
     scheduled: AtomicBool,
+    /// Set by a sender that waits for room; taken by the reactor when it pops.
+    room_wanted: AtomicBool,
     capacity: usize,
     max_frame_size: u32,
 }
@@ -52,6 +54,7 @@ impl OutgoingQueue {
             frames: SegQueue::new(),
             state: AtomicUsize::new(0),
             scheduled: AtomicBool::new(false),
+            room_wanted: AtomicBool::new(false),
             capacity,
             max_frame_size,
         }
@@ -112,6 +115,25 @@ impl OutgoingQueue {
     /// True once closed and every reserved place has been popped: nothing more will come.
     pub(crate) fn is_settled(&self) -> bool {
         self.state.load(SeqCst) == CLOSED
+    }
+
+    /// Asks to be notified when the queue has room (or closes). Returns false, without
+    /// asking, if it has room or is closed already: try again now.
+    pub(crate) fn want_room(&self) -> bool {
+        self.room_wanted.store(true, SeqCst);
+        fence(SeqCst);
+        let state = self.state.load(SeqCst);
+        if state & CLOSED != 0 || state / ONE < self.capacity {
+            self.room_wanted.store(false, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// True once per `want_room` that found the queue full (reactor only, after a pop or
+    /// a close).
+    pub(crate) fn take_room_wanted(&self) -> bool {
+        self.room_wanted.load(SeqCst) && self.room_wanted.swap(false, SeqCst)
     }
 
     /// Frames queued or being queued.

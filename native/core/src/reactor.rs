@@ -30,6 +30,10 @@
 //!   and every frame it had not sent. Notices are sent after the envelopes read before them.
 //!   A connection removed by [`Mesh::remove`](crate::Mesh::remove) leaves with its unwritten
 //!   frames and its half-read frame.
+//! - **Notify an event loop rarely.** A consumer that cannot block (the Node binding) arms
+//!   the notify hook when it finds the incoming queue empty; the reactor calls it at most
+//!   once a turn, and only if armed. Disconnects, room for a sender that waits, and the
+//!   reactor stopping call it too. The hook never calls back into the mesh.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -62,7 +66,6 @@ const BACKLOG_BYTES: usize = 256 * 1024;
 const EVENTS: usize = 1024;
 
 /// What the mesh handles and the reactor share.
-#[derive(Debug)]
 pub(crate) struct Shared {
     /// Ids of connections whose queue a sender made non-empty.
     pub(crate) ready: SegQueue<usize>,
@@ -75,7 +78,16 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     /// Set when the reactor thread ends, for whatever reason.
     pub(crate) stopped: AtomicBool,
+    /// Called, from the reactor thread, to wake a consumer that waits in an event loop
+    /// rather than in a blocking call. See [`Shared::notify_if_armed`].
+    notify: Option<Notify>,
+    /// Set by a consumer that found the incoming queue empty and wants to be notified.
+    pub(crate) recv_armed: AtomicBool,
 }
+
+/// A callback that wakes an event-loop consumer (for example the Node binding). It is
+/// called from the reactor thread: it must be quick and must not call back into the mesh.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
 impl Shared {
     /// Wakes the reactor unless it is awake already or about to be.
@@ -93,6 +105,23 @@ impl Shared {
         if self.read_paused.load(SeqCst) && self.read_paused.swap(false, SeqCst) {
             // Failing to wake means the reactor is gone; receivers will see that.
             let _ = self.wake();
+        }
+    }
+
+    /// Calls the notify hook if a consumer armed it (once per arming).
+    pub(crate) fn notify_if_armed(&self) {
+        if let Some(notify) = &self.notify {
+            if self.recv_armed.load(SeqCst) && self.recv_armed.swap(false, SeqCst) {
+                notify();
+            }
+        }
+    }
+
+    /// Calls the notify hook, if there is one: for events every consumer must see
+    /// (disconnects, room for a waiting sender, the reactor stopping).
+    pub(crate) fn notify(&self) {
+        if let Some(notify) = &self.notify {
+            notify();
         }
     }
 }
@@ -136,7 +165,7 @@ pub(crate) struct Channels {
 }
 
 /// Creates the poll and the shared state; [`spawn`] starts the thread.
-pub(crate) fn new_shared() -> io::Result<(Poll, Arc<Shared>)> {
+pub(crate) fn new_shared(notify: Option<Notify>) -> io::Result<(Poll, Arc<Shared>)> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
     let shared = Arc::new(Shared {
@@ -146,6 +175,8 @@ pub(crate) fn new_shared() -> io::Result<(Poll, Arc<Shared>)> {
         read_paused: AtomicBool::new(false),
         shutdown: AtomicBool::new(false),
         stopped: AtomicBool::new(false),
+        notify,
+        recv_armed: AtomicBool::new(false),
     });
     Ok((poll, shared))
 }
@@ -302,6 +333,10 @@ impl Reactor {
             let id = self.read_list.pop_front().expect("counted");
             self.read(id);
         }
+        // Once a turn, not once an envelope: an armed consumer drains in batches.
+        if !self.incoming.is_empty() {
+            self.shared.notify_if_armed();
+        }
     }
 
     fn command(&mut self, command: Command) {
@@ -358,11 +393,18 @@ impl Reactor {
         let mut written = 0;
         loop {
             let backlog = &mut conn.connection.backlog;
+            let mut popped = false;
             while backlog.len() < BACKLOG_FRAMES && backlog.bytes() < BACKLOG_BYTES {
                 match conn.queue.pop() {
-                    Some(payload) => backlog.push(payload),
+                    Some(payload) => {
+                        backlog.push(payload);
+                        popped = true;
+                    }
                     None => break,
                 }
+            }
+            if popped && conn.queue.take_room_wanted() {
+                self.shared.notify();
             }
             if backlog.is_empty() {
                 if conn.queue.unschedule() {
@@ -453,6 +495,18 @@ impl Reactor {
     /// Moves stalled envelopes into the incoming queue while it has room; once they are all
     /// in, releases the notices that waited for them.
     fn flush_stalled(&mut self) {
+        if self.stalled.is_empty() && self.held_notices.is_empty() {
+            return;
+        }
+        let before = self.stalled.len();
+        self.deliver_stalled();
+        if self.stalled.len() < before {
+            // Also called just before sleeping: an armed consumer must hear of these.
+            self.shared.notify_if_armed();
+        }
+    }
+
+    fn deliver_stalled(&mut self) {
         while let Some(envelope) = self.stalled.pop_front() {
             match self.incoming.try_send(envelope) {
                 Ok(()) => {}
@@ -464,8 +518,11 @@ impl Reactor {
                 Err(TrySendError::Disconnected(_)) => self.stalled.clear(),
             }
         }
-        for notice in self.held_notices.drain(..) {
-            let _ = self.disconnects.send(notice);
+        if !self.held_notices.is_empty() {
+            for notice in self.held_notices.drain(..) {
+                let _ = self.disconnects.send(notice);
+            }
+            self.shared.notify();
         }
     }
 
@@ -476,6 +533,10 @@ impl Reactor {
         };
         let _ = self.poll.registry().deregister(&mut conn.connection.stream);
         conn.queue.close();
+        if conn.queue.take_room_wanted() {
+            // A sender waiting for room must now learn that the connection is gone.
+            self.shared.notify();
+        }
         if let Finish::Remove(_) = finish {
             // Whatever goes out now need not travel with the connection.
             let _ = drain_nonblocking(conn);
@@ -517,6 +578,7 @@ impl Reactor {
                 let notice = Disconnect { id, reason, unsent };
                 if self.stalled.is_empty() {
                     let _ = self.disconnects.send(notice);
+                    self.shared.notify();
                 } else {
                     self.held_notices.push(notice);
                 }
@@ -555,6 +617,8 @@ impl Drop for Reactor {
                 Command::Shutdown => {}
             }
         }
+        // Consumers waiting in an event loop must learn that nothing more will come.
+        self.shared.notify();
     }
 }
 

@@ -48,10 +48,13 @@ pub trait Transport: Send + Sync + fmt::Debug {
     fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError>;
 }
 
-/// A source of incoming connections.
-pub trait Listener: Send + fmt::Debug {
+/// A source of incoming connections. It can be polled (it is a mio `Source`, readable
+/// when a connection waits) and accept without blocking, so an event loop can drive it.
+pub trait Listener: mio::event::Source + Send + fmt::Debug {
     /// Waits for the next connection.
     fn accept(&mut self) -> Result<Connection, AcceptError>;
+    /// The next connection if one is waiting, without blocking.
+    fn try_accept(&mut self) -> Result<Option<Connection>, AcceptError>;
     /// The endpoint peers connect to, with the port actually bound.
     fn endpoint(&self) -> String;
 }

@@ -87,6 +87,8 @@ impl Transport for TcpTransport {
         let address =
             host_and_port(bind).ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
         let listener = net::TcpListener::bind(address).map_err(ListenError::Io)?;
+        listener.set_nonblocking(true).map_err(ListenError::Io)?;
+        let listener = mio::net::TcpListener::from_std(listener);
         let endpoint = endpoint(listener.local_addr().map_err(ListenError::Io)?);
         Ok(Box::new(TcpListener {
             listener,
@@ -96,27 +98,53 @@ impl Transport for TcpTransport {
     }
 }
 
-/// A listening TCP socket.
+/// A listening TCP socket. It stays in non-blocking mode; [`Listener::accept`] waits by
+/// switching to blocking mode for the call.
 #[derive(Debug)]
 pub struct TcpListener {
-    listener: net::TcpListener,
+    listener: mio::net::TcpListener,
     endpoint: String,
     transport: TcpTransport,
 }
 
+impl TcpListener {
+    fn accept_once(&mut self) -> io::Result<Connection> {
+        let (stream, _) = self.listener.accept()?;
+        // Accepted sockets may inherit the listener's blocking mode: `connection` sets it.
+        self.transport.connection(stream.into())
+    }
+}
+
+/// Accept errors that concern one would-be connection, not the listener.
+fn transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+    )
+}
+
 impl Listener for TcpListener {
     fn accept(&mut self) -> Result<Connection, AcceptError> {
+        let socket = SockRef::from(&self.listener);
+        socket.set_nonblocking(false).map_err(AcceptError::Io)?;
+        let result = loop {
+            match self.accept_once() {
+                Err(err) if transient(&err) => {}
+                other => break other,
+            }
+        };
+        let restored = SockRef::from(&self.listener).set_nonblocking(true);
+        let connection = result.map_err(AcceptError::Io)?;
+        restored.map_err(AcceptError::Io)?;
+        Ok(connection)
+    }
+
+    fn try_accept(&mut self) -> Result<Option<Connection>, AcceptError> {
         loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    return self.transport.connection(stream).map_err(AcceptError::Io)
-                }
-                // A peer that gave up between SYN and accept is no reason to stop listening.
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
-                    ) => {}
+            match self.accept_once() {
+                Ok(connection) => return Ok(Some(connection)),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) if transient(&err) => {}
                 Err(err) => return Err(AcceptError::Io(err)),
             }
         }
@@ -124,6 +152,30 @@ impl Listener for TcpListener {
 
     fn endpoint(&self) -> String {
         self.endpoint.clone()
+    }
+}
+
+impl Source for TcpListener {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.listener.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.listener.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.listener.deregister(registry)
     }
 }
 

@@ -1,0 +1,106 @@
+import test from 'ava'
+
+import { Envelope, Mesh, SendError, SendErrorKind } from '../index'
+import { frame, frameReader, meshPair, numbered, numberOf, rawPeer, sleep } from './helpers'
+
+/** Sends to `id` until the queue reports Full; returns how many were queued and the error. */
+async function fill(mesh: Mesh, id: number, size = 64 * 1024): Promise<[number, SendError]> {
+  for (let n = 0; ; n++) {
+    try {
+      mesh.send(new Envelope(id, numbered(n, size)))
+    } catch (error) {
+      if (error instanceof SendError && error.kind === SendErrorKind.Full) return [n, error]
+      throw error
+    }
+    // Let the reactor move frames into the socket as far as it goes.
+    if (n % 4 === 3) await sleep(2)
+  }
+}
+
+test('a peer that never reads fills its queue, Full hands the envelope back, another connection keeps delivering', async (t) => {
+  const mesh = new Mesh(64, 8)
+  const [stuckPeer, stuck] = await rawPeer(mesh)
+  stuckPeer.pause()
+  const [client, server] = await meshPair(mesh)
+
+  const [queued, full] = await fill(mesh, stuck)
+  t.true(queued > 0)
+  t.is(full.code, 'ERR_WIREMESH_SEND_FULL')
+  t.is(full.envelope?.id, stuck)
+  t.is(numberOf(full.envelope!.payload), queued, 'the envelope that did not fit comes back whole')
+
+  for (let n = 0; n < 100; n++) {
+    mesh.send(new Envelope(client, numbered(n)))
+    const envelope = await mesh.recv()
+    t.is(envelope.id, server)
+    t.is(numberOf(envelope.payload), n)
+  }
+  stuckPeer.destroy()
+  mesh.shutdown()
+})
+
+test('sendWait waits for room instead of throwing, and keeps the order', async (t) => {
+  const mesh = new Mesh(8, 4)
+  const [peer, id] = await rawPeer(mesh)
+  peer.pause()
+  const [queued] = await fill(mesh, id)
+  const waits = [0, 1, 2].map((k) => mesh.sendWait(new Envelope(id, numbered(queued + k, 64 * 1024))))
+  // A plain send behind waiting sendWaits must not overtake them.
+  t.throws(() => mesh.send(new Envelope(id, numbered(999))), { code: 'ERR_WIREMESH_SEND_FULL' })
+  const reader = frameReader(peer)
+  peer.resume()
+  await Promise.all(waits)
+  for (let n = 0; n < queued + 3; n++) t.is(numberOf(await reader.next()), n)
+  peer.destroy()
+  mesh.shutdown()
+})
+
+test('sendWait gives up when its signal aborts', async (t) => {
+  const mesh = new Mesh(8, 4)
+  const [peer, id] = await rawPeer(mesh)
+  peer.pause()
+  await fill(mesh, id)
+  const controller = new AbortController()
+  const waiting = mesh.sendWait(new Envelope(id, 'never'), { signal: controller.signal })
+  controller.abort()
+  // The signal's reason, an AbortError DOMException, is what the promise rejects with.
+  const reason = await waiting.then(() => null, (error: unknown) => error)
+  t.is((reason as DOMException | null)?.name, 'AbortError')
+  const early = await mesh.sendWait(new Envelope(id, 'x'), { signal: AbortSignal.abort() }).then(() => null, (error: unknown) => error)
+  t.is((early as DOMException | null)?.name, 'AbortError')
+  peer.destroy()
+  mesh.shutdown()
+})
+
+test('sendWait rejects with Disconnected when the connection goes while it waits', async (t) => {
+  const mesh = new Mesh(8, 4)
+  const [peer, id] = await rawPeer(mesh)
+  peer.pause()
+  await fill(mesh, id)
+  const waiting = mesh.sendWait(new Envelope(id, 'too late'))
+  peer.destroy()
+  const error = await t.throwsAsync<SendError>(waiting)
+  t.true(error?.kind === SendErrorKind.Disconnected || error?.kind === SendErrorKind.NotFound, error?.kind)
+  t.is(error?.envelope?.payload.toString(), 'too late')
+  mesh.shutdown()
+})
+
+test('a slow consumer with room for four receives a hundred thousand envelopes once, in order', async (t) => {
+  const total = 100_000
+  const mesh = new Mesh(4, 4)
+  const [peer, id] = await rawPeer(mesh)
+  const chunks: Buffer[] = []
+  for (let n = 0; n < total; n++) chunks.push(frame(numbered(n)))
+  peer.write(Buffer.concat(chunks))
+  for (let n = 0; n < total; n++) {
+    const envelope = await mesh.recv()
+    if (envelope.id !== id || numberOf(envelope.payload) !== n) {
+      t.fail(`envelope ${n}: got ${numberOf(envelope.payload)} from ${envelope.id}`)
+      break
+    }
+    if (n % 20_000 === 0) await sleep(20)
+  }
+  t.is(mesh.tryRecv(), null, 'nothing more than was sent')
+  peer.destroy()
+  mesh.shutdown()
+})

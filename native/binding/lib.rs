@@ -1,0 +1,16 @@
+//! The napi binding of wiremesh: the core's mesh, transports and connections, shaped for
+//! the hand-written `index.ts`, which adds the public API, the typed errors and the
+//! promises. Nothing here knows the public contract's error classes; everything here is
+//! thin over `wiremesh-core`.
+//!
+//! - `env`: the one waker per JavaScript environment, and the environment's teardown.
+//! - `mesh`: the mesh handle, batched receiving, disconnect notices.
+//! - `transport`: transports, listeners and connections before they join a mesh.
+
+// The #[napi] exports are registered for Node, not called from Rust: a test build sees
+// them as unused.
+#![cfg_attr(test, allow(dead_code))]
+
+mod env;
+mod mesh;
+mod transport;

@@ -1,0 +1,247 @@
+//! The mesh, as `index.js` drives it.
+//!
+//! # Contract
+//!
+//! - Nothing here blocks the JavaScript thread beyond a reactor round trip (`remove`), and
+//!   nothing throws for an expected outcome: `send` returns a [`SendStatus`] code, `add` an
+//!   id or an [`AddStatus`] code, `remove` a connection or `null`, so `index.js` builds the
+//!   typed errors (with the envelope the caller still holds).
+//! - Receiving never waits here: `recvBatch` takes what is waiting, and `armRecv` asks the
+//!   environment's waker to run once envelopes arrive.
+//! - A batch hands payloads over with one copy or none: payloads under
+//!   [`SHARED_LIMIT`] bytes are copied into one buffer shared by the batch (JavaScript
+//!   slices it), larger ones become their own `Buffer` without a copy.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use wiremesh_core::{DisconnectReason, Envelope, Mesh, SendError};
+
+use crate::env;
+use crate::transport::NativeConnection;
+
+/// Payloads shorter than this share one buffer per batch; longer ones are handed over
+/// without a copy. Chosen with `benchmark/payload-handover.mjs`.
+const SHARED_LIMIT: usize = 64 * 1024;
+
+/// What `send` returns.
+#[napi]
+pub enum SendStatus {
+    /// Queued.
+    Ok = 0,
+    /// No connection has the id.
+    NotFound = 1,
+    /// The connection's outgoing queue is full.
+    Full = 2,
+    /// The connection was disconnected, removed, or the mesh shut down.
+    Disconnected = 3,
+    /// The payload is longer than the connection's maximum frame size.
+    TooLarge = 4,
+    /// Queued, but the reactor could not be woken.
+    IoError = 5,
+}
+
+/// The negative values `add` returns instead of an id.
+#[napi]
+pub enum AddStatus {
+    /// The connection joined a mesh already, or was disconnected.
+    Spent = -1,
+    /// The mesh has shut down.
+    Shutdown = -2,
+    /// The connection is in the middle of its own `send` or `recv`.
+    Busy = -3,
+}
+
+/// Envelopes taken together: `meta` holds three numbers per envelope, `[id, start, end]`
+/// slicing `data`, or `[id, -1, index]` naming a buffer of `large`.
+#[napi(object)]
+pub struct Batch {
+    pub data: Buffer,
+    pub meta: Float64Array,
+    pub large: Vec<Buffer>,
+}
+
+/// A connection the reactor removed by itself.
+#[napi(object)]
+pub struct DisconnectNotice {
+    pub id: f64,
+    /// `Eof`, `EofMidFrame`, `Protocol` or `IoError`.
+    pub kind: String,
+    pub message: String,
+    /// The envelopes it had not sent, if any.
+    pub unsent: Option<Batch>,
+}
+
+/// A mesh handle for `index.js`.
+#[napi]
+pub struct NativeMesh {
+    mesh: Mesh,
+}
+
+#[napi]
+impl NativeMesh {
+    /// Starts a mesh whose reactor wakes this environment. Capacities are checked by
+    /// `index.js`; 0 is refused here too.
+    #[napi(constructor)]
+    pub fn new(incoming_capacity: u32, outgoing_capacity: u32) -> Result<Self> {
+        let state = env::current()?;
+        let waker = state.waker.clone();
+        let mesh = Mesh::with_notify(
+            incoming_capacity as usize,
+            outgoing_capacity as usize,
+            Arc::new(move || waker.wake()),
+        )
+        .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?;
+        env::track_mesh(&state, mesh.downgrade());
+        Ok(NativeMesh { mesh })
+    }
+
+    /// Another handle on the same reactor and queues.
+    #[napi]
+    pub fn handle(&self) -> NativeMesh {
+        NativeMesh {
+            mesh: self.mesh.clone(),
+        }
+    }
+
+    /// Adds a connection: its id, or an [`AddStatus`].
+    #[napi]
+    pub fn add(&self, connection: &NativeConnection) -> f64 {
+        let connection = match connection.take_for_mesh() {
+            Ok(connection) => connection,
+            Err(status) => return status as i32 as f64,
+        };
+        match self.mesh.add(connection) {
+            Ok(id) => id as f64,
+            Err(_) => AddStatus::Shutdown as i32 as f64,
+        }
+    }
+
+    /// Takes a connection out, or `null` if no connection has the id.
+    #[napi]
+    pub fn remove(&self, id: f64) -> Option<NativeConnection> {
+        self.mesh
+            .remove(id as usize)
+            .ok()
+            .map(NativeConnection::from_connection)
+    }
+
+    /// True if a connection has the id (including one disconnected whose notice has not
+    /// been taken yet).
+    #[napi]
+    pub fn contains(&self, id: f64) -> bool {
+        self.mesh.outgoing(id as usize).is_some()
+    }
+
+    /// Queues a copy of `payload` for connection `id`.
+    #[napi]
+    pub fn send(&self, id: f64, payload: BufferSlice) -> SendStatus {
+        match self.mesh.send(Envelope::new(id as usize, payload.to_vec())) {
+            Ok(()) => SendStatus::Ok,
+            Err(SendError::NotFound(_)) => SendStatus::NotFound,
+            Err(SendError::Full(_)) => SendStatus::Full,
+            Err(SendError::Disconnected(_)) => SendStatus::Disconnected,
+            Err(SendError::TooLarge(_)) => SendStatus::TooLarge,
+            Err(SendError::Io(_)) => SendStatus::IoError,
+        }
+    }
+
+    /// Up to `max` waiting envelopes, or `null` if none is waiting.
+    #[napi]
+    pub fn recv_batch(&self, max: u32) -> Option<Batch> {
+        let incoming = self.mesh.incoming();
+        let mut envelopes = Vec::new();
+        while envelopes.len() < max.max(1) as usize {
+            match incoming.try_recv() {
+                Ok(envelope) => envelopes.push(envelope),
+                Err(_) => break,
+            }
+        }
+        (!envelopes.is_empty()).then(|| batch(envelopes))
+    }
+
+    /// Asks for a wake once envelopes arrive. False if some wait already, or the mesh has
+    /// stopped: take them (or the error) now.
+    #[napi]
+    pub fn arm_recv(&self) -> bool {
+        self.mesh.incoming().arm()
+    }
+
+    /// Asks for a wake once connection `id` has room: 1 if asked, 0 if it has room (or has
+    /// left) now, -1 if no connection has the id.
+    #[napi]
+    pub fn want_room(&self, id: f64) -> i32 {
+        match self.mesh.want_room(id as usize) {
+            Ok(true) => 1,
+            Ok(false) => 0,
+            Err(_) => -1,
+        }
+    }
+
+    /// The disconnect notices waiting.
+    #[napi]
+    pub fn take_disconnects(&self) -> Vec<DisconnectNotice> {
+        let disconnects = self.mesh.disconnects();
+        let mut notices = Vec::new();
+        while let Some(notice) = disconnects.try_recv() {
+            let (kind, message) = match &notice.reason {
+                DisconnectReason::Eof => ("Eof", notice.reason.to_string()),
+                DisconnectReason::EofMidFrame { .. } => ("EofMidFrame", notice.reason.to_string()),
+                DisconnectReason::Protocol(_) => ("Protocol", notice.reason.to_string()),
+                DisconnectReason::Io(_) => ("IoError", notice.reason.to_string()),
+            };
+            let unsent = (!notice.unsent.is_empty()).then(|| batch(notice.unsent));
+            notices.push(DisconnectNotice {
+                id: notice.id as f64,
+                kind: kind.into(),
+                message,
+                unsent,
+            });
+        }
+        notices
+    }
+
+    /// Stops the reactor and joins its thread.
+    #[napi]
+    pub fn shutdown(&self) {
+        self.mesh.shutdown();
+    }
+
+    /// True once shut down (or stopped).
+    #[napi]
+    pub fn is_shutdown(&self) -> bool {
+        self.mesh.is_shutdown()
+    }
+}
+
+/// Packs envelopes for JavaScript: small payloads into one shared buffer, large ones as
+/// their own buffers, uncopied.
+fn batch(envelopes: Vec<Envelope>) -> Batch {
+    let shared_len: usize = envelopes
+        .iter()
+        .map(|e| e.payload().len())
+        .filter(|&len| len < SHARED_LIMIT)
+        .sum();
+    let mut data = Vec::with_capacity(shared_len);
+    let mut meta = Vec::with_capacity(envelopes.len() * 3);
+    let mut large = Vec::new();
+    for envelope in envelopes {
+        let (id, payload) = envelope.into_parts();
+        meta.push(id as f64);
+        if payload.len() < SHARED_LIMIT {
+            meta.push(data.len() as f64);
+            data.extend_from_slice(&payload);
+            meta.push(data.len() as f64);
+        } else {
+            meta.push(-1.0);
+            meta.push(large.len() as f64);
+            large.push(Buffer::from(payload));
+        }
+    }
+    Batch {
+        data: Buffer::from(data),
+        meta: Float64Array::new(meta),
+        large,
+    }
+}

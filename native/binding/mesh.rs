@@ -12,6 +12,7 @@
 //!   [`SHARED_LIMIT`] bytes are copied into one buffer shared by the batch (JavaScript
 //!   slices it), larger ones become their own `Buffer` without a copy.
 
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
@@ -22,8 +23,18 @@ use crate::env;
 use crate::transport::NativeConnection;
 
 /// Payloads shorter than this share one buffer per batch; longer ones are handed over
-/// without a copy. Chosen with `benchmark/payload-handover.mjs`.
-const SHARED_LIMIT: usize = 64 * 1024;
+/// without a copy. Chosen with `benchmark/payload-handover.mjs`, which sets other limits
+/// through `setSharedLimit` to compare.
+const SHARED_LIMIT: u32 = 8 * 1024;
+
+static SHARED_LIMIT_NOW: AtomicU32 = AtomicU32::new(SHARED_LIMIT);
+
+/// Sets the payload size from which batches hand payloads over uncopied, for every mesh
+/// (for `benchmark/payload-handover.mjs`; the default is the measured best).
+#[napi]
+pub fn set_shared_limit(limit: u32) {
+    SHARED_LIMIT_NOW.store(limit, Relaxed);
+}
 
 /// What `send` returns.
 #[napi]
@@ -158,7 +169,7 @@ impl NativeMesh {
                 Err(_) => break,
             }
         }
-        (!envelopes.is_empty()).then(|| batch(envelopes))
+        (!envelopes.is_empty()).then(|| batch(envelopes, SHARED_LIMIT_NOW.load(Relaxed) as usize))
     }
 
     /// Asks for a wake once envelopes arrive. False if some wait already, or the mesh has
@@ -191,7 +202,8 @@ impl NativeMesh {
                 DisconnectReason::Protocol(_) => ("Protocol", notice.reason.to_string()),
                 DisconnectReason::Io(_) => ("IoError", notice.reason.to_string()),
             };
-            let unsent = (!notice.unsent.is_empty()).then(|| batch(notice.unsent));
+            let unsent =
+                (!notice.unsent.is_empty()).then(|| batch(notice.unsent, SHARED_LIMIT as usize));
             notices.push(DisconnectNotice {
                 id: notice.id as f64,
                 kind: kind.into(),
@@ -217,11 +229,11 @@ impl NativeMesh {
 
 /// Packs envelopes for JavaScript: small payloads into one shared buffer, large ones as
 /// their own buffers, uncopied.
-fn batch(envelopes: Vec<Envelope>) -> Batch {
+fn batch(envelopes: Vec<Envelope>, shared_limit: usize) -> Batch {
     let shared_len: usize = envelopes
         .iter()
         .map(|e| e.payload().len())
-        .filter(|&len| len < SHARED_LIMIT)
+        .filter(|&len| len < shared_limit)
         .sum();
     let mut data = Vec::with_capacity(shared_len);
     let mut meta = Vec::with_capacity(envelopes.len() * 3);
@@ -229,7 +241,7 @@ fn batch(envelopes: Vec<Envelope>) -> Batch {
     for envelope in envelopes {
         let (id, payload) = envelope.into_parts();
         meta.push(id as f64);
-        if payload.len() < SHARED_LIMIT {
+        if payload.len() < shared_limit {
             meta.push(data.len() as f64);
             data.extend_from_slice(&payload);
             meta.push(data.len() as f64);

@@ -101,6 +101,8 @@ test('frames queued for a peer that resets come back with the disconnect', async
   const announced = nextDisconnect(mesh)
   peer.resetAndDestroy()
   const [, error] = await announced
+  t.is(error.kind, DisconnectErrorKind.IoError, error.message)
+  t.is(error.code, 'ERR_WIREMESH_DISCONNECT_IO_ERROR')
   t.true(error.unsent.length > 0, 'a full queue has frames to give back')
   const numbers = error.unsent.map((e) => numberOf(e.payload))
   t.deepEqual(numbers, Array.from({ length: numbers.length }, (_, k) => queued - numbers.length + k), 'the newest, in order')

@@ -53,6 +53,20 @@ test('a spent connection refuses to be used again', async (t) => {
   mesh.shutdown()
 })
 
+test('a connection in the middle of its own recv cannot join a mesh', async (t) => {
+  const [client, server] = await connectionPair()
+  const mesh = new Mesh(4, 4)
+  const receiving = server.recv()
+  await sleep(20)
+  t.throws(() => mesh.add(server), { code: 'ERR_WIREMESH_ADD_BUSY' })
+  await client.send('done')
+  t.is((await receiving).toString(), 'done')
+  // Once its recv is over, it can.
+  t.true(mesh.add(server) > 0)
+  client.disconnect()
+  mesh.shutdown()
+})
+
 test('remove hands back a connection that finishes a half-read frame', async (t) => {
   const mesh = new Mesh(8, 8)
   const [peer, id] = await rawPeer(mesh)

@@ -215,7 +215,9 @@ export function invalidArgType(name: string, expected: string, actual: unknown):
 
 /** A `RangeError` with Node's `ERR_OUT_OF_RANGE` code. */
 export function outOfRange(name: string, expected: string, actual: unknown): RangeError {
-  const error = new RangeError(`The value of "${name}" is out of range. It must be ${expected}. Received ${String(actual)}`)
+  const error = new RangeError(
+    `The value of "${name}" is out of range. It must be ${expected}. Received ${String(actual)}`,
+  )
   ;(error as RangeError & { code: string }).code = 'ERR_OUT_OF_RANGE'
   return error
 }

@@ -284,7 +284,9 @@ export class TcpTransport {
   constructor(options: TcpTransportOptions = {}) {
     if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options)
     const maxFrameSize =
-      options.maxFrameSize === undefined ? DEFAULT_MAX_FRAME_SIZE : checkCount(options.maxFrameSize, 'options.maxFrameSize', 0, MAX_FRAME_SIZE_LIMIT)
+      options.maxFrameSize === undefined
+        ? DEFAULT_MAX_FRAME_SIZE
+        : checkCount(options.maxFrameSize, 'options.maxFrameSize', 0, MAX_FRAME_SIZE_LIMIT)
     const noDelay = options.noDelay ?? true
     if (typeof noDelay !== 'boolean') throw invalidArgType('options.noDelay', 'of type boolean', noDelay)
     this.#native = new native.NativeTransport(maxFrameSize, noDelay)
@@ -592,7 +594,8 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     const handle = connections.get(connection) as native.NativeConnection
     const id = this.#state.native.add(handle)
     if (id >= 0) return id
-    if (id === ADD_SPENT) throw new AddError(AddErrorKind.Spent, 'the connection joined a mesh already or was disconnected')
+    if (id === ADD_SPENT)
+      throw new AddError(AddErrorKind.Spent, 'the connection joined a mesh already or was disconnected')
     if (id === ADD_SHUTDOWN) throw new AddError(AddErrorKind.Shutdown, 'the mesh has shut down')
     throw new AddError(AddErrorKind.Busy, 'the connection is in the middle of its own send or recv')
   }

@@ -64,9 +64,15 @@ test('sendWait gives up when its signal aborts', async (t) => {
   const waiting = mesh.sendWait(new Envelope(id, 'never'), { signal: controller.signal })
   controller.abort()
   // The signal's reason, an AbortError DOMException, is what the promise rejects with.
-  const reason = await waiting.then(() => null, (error: unknown) => error)
+  const reason = await waiting.then(
+    () => null,
+    (error: unknown) => error,
+  )
   t.is((reason as DOMException | null)?.name, 'AbortError')
-  const early = await mesh.sendWait(new Envelope(id, 'x'), { signal: AbortSignal.abort() }).then(() => null, (error: unknown) => error)
+  const early = await mesh.sendWait(new Envelope(id, 'x'), { signal: AbortSignal.abort() }).then(
+    () => null,
+    (error: unknown) => error,
+  )
   t.is((early as DOMException | null)?.name, 'AbortError')
   peer.destroy()
   mesh.shutdown()

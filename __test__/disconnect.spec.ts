@@ -105,7 +105,11 @@ test('frames queued for a peer that resets come back with the disconnect', async
   t.is(error.code, 'ERR_WIREMESH_DISCONNECT_IO_ERROR')
   t.true(error.unsent.length > 0, 'a full queue has frames to give back')
   const numbers = error.unsent.map((e) => numberOf(e.payload))
-  t.deepEqual(numbers, Array.from({ length: numbers.length }, (_, k) => queued - numbers.length + k), 'the newest, in order')
+  t.deepEqual(
+    numbers,
+    Array.from({ length: numbers.length }, (_, k) => queued - numbers.length + k),
+    'the newest, in order',
+  )
   t.true(error.unsent.every((e) => e.id === id && e.payload.length === 64 * 1024))
   mesh.shutdown()
 })

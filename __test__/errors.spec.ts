@@ -59,7 +59,10 @@ test('envelopes check their id and payload', (t) => {
 test('unknown ids are NotFound, and the envelope comes back', async (t) => {
   const mesh = new Mesh(1, 1)
   const envelope = new Envelope(42, 'lost?')
-  const error = t.throws<wiremesh.SendError>(() => mesh.send(envelope), { instanceOf: wiremesh.SendError, code: 'ERR_WIREMESH_SEND_NOT_FOUND' })
+  const error = t.throws<wiremesh.SendError>(() => mesh.send(envelope), {
+    instanceOf: wiremesh.SendError,
+    code: 'ERR_WIREMESH_SEND_NOT_FOUND',
+  })
   t.is(error?.envelope, envelope)
   await t.throwsAsync(mesh.remove(42), { instanceOf: wiremesh.RemoveError, code: 'ERR_WIREMESH_REMOVE_NOT_FOUND' })
   await t.throwsAsync(mesh.sendWait(envelope), { code: 'ERR_WIREMESH_SEND_NOT_FOUND' })
@@ -70,7 +73,10 @@ test('unknown ids are NotFound, and the envelope comes back', async (t) => {
 test('wrong argument types are TypeErrors at the call', async (t) => {
   const mesh = new Mesh(1, 1)
   const transport = new TcpTransport()
-  t.throws(() => mesh.send({ id: 1, payload: 'x' } as unknown as Envelope), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => mesh.send({ id: 1, payload: 'x' } as unknown as Envelope), {
+    instanceOf: TypeError,
+    code: 'ERR_INVALID_ARG_TYPE',
+  })
   t.throws(() => mesh.add({} as unknown as wiremesh.Connection), { instanceOf: TypeError })
   await t.throwsAsync(mesh.remove('1' as unknown as number), { instanceOf: TypeError })
   await t.throwsAsync(mesh.recvTimeout('5' as unknown as number), { instanceOf: TypeError })
@@ -94,7 +100,10 @@ test('after shutdown: add is refused with Shutdown, sends are Disconnected, rece
   t.throws(() => mesh.add(server), { instanceOf: wiremesh.AddError, code: 'ERR_WIREMESH_ADD_SHUTDOWN' })
   t.throws(() => mesh.send(new Envelope(id, 'late')), { code: 'ERR_WIREMESH_SEND_DISCONNECTED' })
   await t.throwsAsync(mesh.recv(), { instanceOf: wiremesh.RecvError, code: 'ERR_WIREMESH_RECV_SHUTDOWN' })
-  await t.throwsAsync(mesh.recvTimeout(10), { instanceOf: wiremesh.RecvTimeoutError, code: 'ERR_WIREMESH_RECV_TIMEOUT_SHUTDOWN' })
+  await t.throwsAsync(mesh.recvTimeout(10), {
+    instanceOf: wiremesh.RecvTimeoutError,
+    code: 'ERR_WIREMESH_RECV_TIMEOUT_SHUTDOWN',
+  })
   await t.throwsAsync(mesh.recvBatch(4), { code: 'ERR_WIREMESH_RECV_SHUTDOWN' })
   t.throws(() => mesh.tryRecv(), { code: 'ERR_WIREMESH_RECV_SHUTDOWN' })
   mesh.shutdown()

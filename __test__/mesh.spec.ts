@@ -1,6 +1,16 @@
 import test from 'ava'
 
-import { Envelope, Incoming, Mesh, MeshLifeCycle, MeshMatrixReceiver, MeshMatrixSender, Outgoing, RawTransport, TcpTransport } from '../index'
+import {
+  Envelope,
+  Incoming,
+  Mesh,
+  MeshLifeCycle,
+  MeshMatrixReceiver,
+  MeshMatrixSender,
+  Outgoing,
+  RawTransport,
+  TcpTransport,
+} from '../index'
 import { connectionPair, meshPair, numbered, numberOf } from './helpers'
 
 test('the seed example: hello from the client reaches the server', async (t) => {
@@ -139,7 +149,11 @@ test('waiting receives are settled in order, each with its own envelope', async 
   const [a, batch, c] = await Promise.all(waiting)
   const numbers = [numberOf(a.payload), ...batch.map((e) => numberOf(e.payload)), numberOf(c.payload)]
   t.is(numbers[0], 0)
-  t.deepEqual([...numbers].sort((x, y) => x - y), numbers, 'in order')
+  t.deepEqual(
+    [...numbers].sort((x, y) => x - y),
+    numbers,
+    'in order',
+  )
   t.is(new Set(numbers).size, numbers.length, 'no envelope twice')
   mesh.shutdown()
 })

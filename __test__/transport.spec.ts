@@ -7,8 +7,10 @@ import { connectionPair, frame, frameReader, listen, rawPeer, sleep } from './he
 
 test('accepts host:port and tcp://host:port, nothing else', (t) => {
   const transport = new TcpTransport()
-  for (const good of ['127.0.0.1:0', 'tcp://127.0.0.1:8080', 'localhost:65535', 'tcp://[::1]:80']) t.true(transport.accepts(good), good)
-  for (const bad of ['', '127.0.0.1', '127.0.0.1:65536', 'tls://127.0.0.1:80', ':80', 'tcp://']) t.false(transport.accepts(bad), bad)
+  for (const good of ['127.0.0.1:0', 'tcp://127.0.0.1:8080', 'localhost:65535', 'tcp://[::1]:80'])
+    t.true(transport.accepts(good), good)
+  for (const bad of ['', '127.0.0.1', '127.0.0.1:65536', 'tls://127.0.0.1:80', ':80', 'tcp://'])
+    t.false(transport.accepts(bad), bad)
 })
 
 test('listen names the bound port, and connect reaches it', async (t) => {
@@ -83,7 +85,12 @@ test('remove hands back a connection that finishes a half-read frame', async (t)
 test('frames written one byte at a time by a plain net socket arrive whole', async (t) => {
   const mesh = new Mesh(8, 8)
   const [peer, id] = await rawPeer(mesh)
-  const payloads = [Buffer.alloc(0), Buffer.from('a'), Buffer.from(Array.from({ length: 256 }, (_, i) => i)), Buffer.from('end')]
+  const payloads = [
+    Buffer.alloc(0),
+    Buffer.from('a'),
+    Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
+    Buffer.from('end'),
+  ]
   const wire = Buffer.concat(payloads.map((p) => frame(p)))
   for (const byte of wire) {
     peer.write(Buffer.from([byte]))
@@ -138,17 +145,29 @@ test('closing a listener rejects the accept that waits', async (t) => {
 
 test('malformed endpoints and refused connections are typed errors', async (t) => {
   const transport = new TcpTransport()
-  await t.throwsAsync(transport.connect('nonsense'), { instanceOf: ConnectError, code: 'ERR_WIREMESH_CONNECT_INVALID_ENDPOINT' })
-  await t.throwsAsync(transport.listen('tcp://x'), { instanceOf: ListenError, code: 'ERR_WIREMESH_LISTEN_INVALID_ENDPOINT' })
+  await t.throwsAsync(transport.connect('nonsense'), {
+    instanceOf: ConnectError,
+    code: 'ERR_WIREMESH_CONNECT_INVALID_ENDPOINT',
+  })
+  await t.throwsAsync(transport.listen('tcp://x'), {
+    instanceOf: ListenError,
+    code: 'ERR_WIREMESH_LISTEN_INVALID_ENDPOINT',
+  })
   const port = await new Promise<number>((resolve) => {
     const server = net.createServer().listen(0, '127.0.0.1', () => {
       const { port } = server.address() as net.AddressInfo
       server.close(() => resolve(port))
     })
   })
-  await t.throwsAsync(transport.connect(`127.0.0.1:${port}`), { instanceOf: ConnectError, code: 'ERR_WIREMESH_CONNECT_IO_ERROR' })
+  await t.throwsAsync(transport.connect(`127.0.0.1:${port}`), {
+    instanceOf: ConnectError,
+    code: 'ERR_WIREMESH_CONNECT_IO_ERROR',
+  })
   const taken = await listen(transport)
-  await t.throwsAsync(transport.listen(taken.endpoint), { instanceOf: ListenError, code: 'ERR_WIREMESH_LISTEN_IO_ERROR' })
+  await t.throwsAsync(transport.listen(taken.endpoint), {
+    instanceOf: ListenError,
+    code: 'ERR_WIREMESH_LISTEN_IO_ERROR',
+  })
   taken.close()
 })
 

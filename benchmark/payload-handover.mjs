@@ -74,7 +74,9 @@ for (const size of sizes) {
   }
   const s = median(shared)
   const o = median(own)
-  console.log(`${String(size).padEnd(9)} ${s.toFixed(0).padStart(11)} ${o.toFixed(0).padStart(12)} ${(o / s).toFixed(2).padStart(12)}`)
+  console.log(
+    `${String(size).padEnd(9)} ${s.toFixed(0).padStart(11)} ${o.toFixed(0).padStart(12)} ${(o / s).toFixed(2).padStart(12)}`,
+  )
 }
 setLimit(8 * 1024)
 sender.shutdown()

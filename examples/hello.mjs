@@ -15,7 +15,9 @@ async function hello() {
 
   mesh.send(new Envelope(client, Buffer.from('hello')))
   const envelope = await mesh.recv()
-  console.log(`connection ${envelope.id} received "${envelope.payload}" from connection ${client} over ${listener.endpoint}`)
+  console.log(
+    `connection ${envelope.id} received "${envelope.payload}" from connection ${client} over ${listener.endpoint}`,
+  )
   if (envelope.id !== server) throw new Error('the envelope should come from the server side')
 
   // Keep both connections: dropping one closes its socket, and the reactor would then
@@ -66,7 +68,9 @@ async function throughput() {
     const filled = Math.floor((received * width) / messages)
     if (filled !== shown) {
       shown = filled
-      process.stdout.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(received).padStart(7)}/${messages}`)
+      process.stdout.write(
+        `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(received).padStart(7)}/${messages}`,
+      )
     }
   }
   await sending

@@ -136,6 +136,12 @@ function release(): void {
 /** Every mesh of this environment, for the wake handler. */
 const states = new Set<WeakRef<MeshState>>()
 
+/**
+ * Meshes with a pending receive or `sendWait`, held strongly: a waiting promise may be
+ * the only thing left that refers to its mesh, and it must still settle.
+ */
+const waiting = new Set<MeshState>()
+
 /** Runs on this environment's JavaScript thread when a reactor woke it. */
 function onWake(): void {
   for (const ref of states) {
@@ -400,8 +406,14 @@ class MeshState {
 
   addRecvWaiter(waiter: RecvWaiter): void {
     this.recvWaiters.push(waiter)
+    waiting.add(this)
     retain()
     this.arm()
+  }
+
+  /** Lets go of the strong reference once nothing waits. */
+  idle(): void {
+    if (this.recvWaiters.length === 0 && this.roomWaiters.size === 0) waiting.delete(this)
   }
 
   settleRecvWaiter(waiter: RecvWaiter): boolean {
@@ -410,6 +422,7 @@ class MeshState {
     this.recvWaiters.splice(index, 1)
     if (waiter.timer !== undefined) clearTimeout(waiter.timer)
     release()
+    this.idle()
     return true
   }
 
@@ -487,6 +500,7 @@ class MeshState {
       else waiter.reject(sendError(status, waiter.envelope))
     }
     this.roomWaiters.delete(id)
+    this.idle()
   }
 
   dropRoomWaiter(waiter: RoomWaiter): void {
@@ -640,7 +654,9 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
           const index = list ? list.indexOf(waiter) : -1
           if (index >= 0) {
             list!.splice(index, 1)
+            if (list!.length === 0) state.roomWaiters.delete(envelope.id)
             state.dropRoomWaiter(waiter)
+            state.idle()
             reject(signal.reason)
           }
         }
@@ -651,6 +667,7 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
         state.roomWaiters.set(envelope.id, waiters)
       }
       waiters.push(waiter)
+      waiting.add(state)
       retain()
       if (waiters.length === 1) {
         const asked = state.native.wantRoom(envelope.id)

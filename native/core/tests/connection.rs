@@ -4,10 +4,10 @@
 mod util;
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::*;
-use wiremesh_core::{ConnectionError, Envelope, Mesh, SendError, TcpTransport};
+use wiremesh_core::{ConnectionError, Envelope, Mesh, TcpTransport};
 
 #[test]
 fn a_handshake_before_the_mesh_then_frames_through_it() {
@@ -73,17 +73,7 @@ fn remove_hands_back_unwritten_frames_and_the_next_send_flushes_them_in_order() 
     let mesh = Mesh::new(8, 8).unwrap();
     let (mut raw, id) = raw_peer(&mesh, &transport);
     let payload_len = 64 * 1024;
-    let mut accepted = 0u64;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        assert!(Instant::now() < deadline, "the queue never filled");
-        match mesh.send(Envelope::new(id, numbered(accepted, payload_len))) {
-            Ok(()) => accepted += 1,
-            Err(SendError::Full(_)) => break,
-            Err(other) => panic!("{other}"),
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
+    let accepted = fill_queue(&mesh, id, payload_len);
     let mut connection = mesh.remove(id).unwrap();
     assert!(
         connection.unwritten() > 0,

@@ -115,12 +115,7 @@ fn after_an_automatic_removal_sends_are_disconnected_then_not_found_and_remove_i
     let mesh = Mesh::new(8, 8).unwrap();
     let (raw, id) = raw_peer(&mesh, &transport);
     drop(raw);
-    // Wait until the reactor has seen the end of the stream.
-    let deadline = Instant::now() + PATIENCE;
-    while !mesh.outgoing(id).unwrap().is_closed() {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(1));
-    }
+    wait_closed(&mesh, id);
     match mesh.send(Envelope::new(id, b"too late".to_vec())) {
         Err(SendError::Disconnected(envelope)) => assert_eq!(envelope.payload(), b"too late"),
         other => panic!("expected Disconnected, got {other:?}"),
@@ -141,11 +136,7 @@ fn remove_of_a_disconnected_connection_is_not_found_even_before_the_notice_is_ta
     let mesh = Mesh::new(8, 8).unwrap();
     let (raw, id) = raw_peer(&mesh, &transport);
     drop(raw);
-    let deadline = Instant::now() + PATIENCE;
-    while !mesh.outgoing(id).unwrap().is_closed() {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(1));
-    }
+    wait_closed(&mesh, id);
     assert_eq!(mesh.remove(id).unwrap_err(), RemoveError::NotFound(id));
     // The notice is still there, once.
     assert_eq!(disconnect(&mesh).id, id);
@@ -158,17 +149,7 @@ fn frames_queued_for_a_peer_that_resets_come_back_in_the_notice() {
     let (mut raw, id) = raw_peer(&mesh, &transport);
     // The peer sends one byte we never complete, reads nothing, and the mesh fills it.
     let payload_len = 64 * 1024;
-    let mut accepted = 0u64;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        assert!(Instant::now() < deadline, "the queue never filled");
-        match mesh.send(Envelope::new(id, numbered(accepted, payload_len))) {
-            Ok(()) => accepted += 1,
-            Err(SendError::Full(_)) => break,
-            Err(other) => panic!("{other}"),
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
+    let accepted = fill_queue(&mesh, id, payload_len);
     // Closing with unread data makes the kernel send a reset.
     write_all(&mut raw, &[0]);
     drop(raw);

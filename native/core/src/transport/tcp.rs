@@ -14,6 +14,35 @@ use crate::error::{AcceptError, ConnectError, ListenError};
 
 const SCHEME: &str = "tcp://";
 
+/// Implements mio's `Source` for a type by handing every call to one of its fields.
+macro_rules! delegate_source {
+    ($type:ty, $field:ident) => {
+        impl Source for $type {
+            fn register(
+                &mut self,
+                registry: &Registry,
+                token: Token,
+                interests: Interest,
+            ) -> io::Result<()> {
+                self.$field.register(registry, token, interests)
+            }
+
+            fn reregister(
+                &mut self,
+                registry: &Registry,
+                token: Token,
+                interests: Interest,
+            ) -> io::Result<()> {
+                self.$field.reregister(registry, token, interests)
+            }
+
+            fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+                self.$field.deregister(registry)
+            }
+        }
+    };
+}
+
 /// The TCP transport: frames over TCP, byte-compatible with Splinter's `RawTransport`.
 ///
 /// # Examples
@@ -155,29 +184,7 @@ impl Listener for TcpListener {
     }
 }
 
-impl Source for TcpListener {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.listener.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.listener.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.listener.deregister(registry)
-    }
-}
+delegate_source!(TcpListener, listener);
 
 /// A TCP stream that mio can poll.
 #[derive(Debug)]
@@ -239,29 +246,7 @@ impl Write for TcpStream {
     }
 }
 
-impl Source for TcpStream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.stream.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.stream.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.stream.deregister(registry)
-    }
-}
+delegate_source!(TcpStream, stream);
 
 /// `tcp://ip:port`, with IPv6 addresses in brackets.
 fn endpoint(address: SocketAddr) -> String {

@@ -4,9 +4,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use wiremesh_core::{Connection, Disconnect, Envelope, Listener, Mesh, TcpTransport, Transport};
+use wiremesh_core::{
+    Connection, Disconnect, Envelope, Listener, Mesh, SendError, TcpTransport, Transport,
+};
 
 /// Long enough for a loaded machine, short enough that a bug fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -85,4 +88,29 @@ pub fn numbered(n: u64, len: usize) -> Vec<u8> {
 /// The sequence number of a [`numbered`] payload.
 pub fn number(payload: &[u8]) -> u64 {
     u64::from_be_bytes(payload[..8].try_into().unwrap())
+}
+
+/// Sends numbered payloads of `len` bytes to `id` (giving the reactor time to move them
+/// into the socket) until its queue is full; returns how many were queued.
+pub fn fill_queue(mesh: &Mesh, id: usize, len: usize) -> u64 {
+    let deadline = Instant::now() + PATIENCE;
+    let mut queued = 0u64;
+    loop {
+        assert!(Instant::now() < deadline, "the queue never filled");
+        match mesh.send(Envelope::new(id, numbered(queued, len))) {
+            Ok(()) => queued += 1,
+            Err(SendError::Full(_)) => return queued,
+            Err(other) => panic!("expected Full, got {other:?}"),
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until the reactor has removed connection `id` by itself.
+pub fn wait_closed(mesh: &Mesh, id: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while !mesh.outgoing(id).expect("a known id").is_closed() {
+        assert!(Instant::now() < deadline, "connection {id} never closed");
+        thread::sleep(Duration::from_millis(1));
+    }
 }

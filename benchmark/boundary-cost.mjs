@@ -4,7 +4,7 @@
 //   npm run build && node benchmark/boundary-cost.mjs
 //
 // Each line is the median of 5 timings of a loop of 2 000 000 calls (ns per call).
-import wiremesh from '../index.js'
+import wiremesh from '../index.js' // registers this environment's waker
 import binding from '../binding.js'
 
 const { Envelope } = wiremesh
@@ -33,6 +33,10 @@ measure('NativeMesh.contains(id): a method call and a map lookup', (n) => {
 })
 measure('NativeMesh.send(id, 64 B) to an unknown id: + a copy', (n) => {
   for (let i = 0; i < n; i++) sink += native.send(7, payload)
+})
+const hot = native.hot()
+measure('meshSend(hot, id, 64 B) to an unknown id: the same, a free function', (n) => {
+  for (let i = 0; i < n; i++) sink += binding.meshSend(hot, 7, payload)
 })
 measure('new Envelope(id, 64 B): the JavaScript side of a send', (n) => {
   for (let i = 0; i < n; i++) sink += new Envelope(7, payload).id

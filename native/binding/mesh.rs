@@ -160,13 +160,16 @@ impl NativeMesh {
         self.mesh.outgoing(id as usize).is_some()
     }
 
-    /// Queues a copy of `payload` for connection `id`.
+    /// Queues a copy of `payload` for connection `id`. `index.js` calls [`mesh_send`]
+    /// instead (half the cost a call); this method is the baseline of
+    /// `benchmark/boundary-cost.mjs`.
     #[napi]
     pub fn send(&self, id: f64, payload: BufferSlice) -> SendStatus {
         send_status(self.mesh.send(Envelope::new(id as usize, payload.to_vec())))
     }
 
-    /// Up to `max` waiting envelopes, or `null` if none is waiting.
+    /// Up to `max` waiting envelopes, or `null` if none is waiting. `index.js` calls
+    /// [`mesh_recv_batch`] instead.
     #[napi]
     pub fn recv_batch(&self, max: u32) -> Option<Batch> {
         take_batch(&self.mesh, max)

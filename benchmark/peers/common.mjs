@@ -235,3 +235,15 @@ export function memoryFields(baselineRss) {
     maxRss: process.resourceUsage().maxRSS * 1024,
   }
 }
+
+/** Reports a receiver's result: when it finished, what it checked, its CPU and memory. */
+export function emitReceiverResult(t1, checker, cpu0, baselineRss, extra = {}) {
+  emit('result', {
+    t1: String(t1),
+    ...checker.summary(),
+    mismatches: checker.mismatches(),
+    ...cpuFields(cpu0),
+    ...memoryFields(baselineRss),
+    ...extra,
+  })
+}

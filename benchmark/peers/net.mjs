@@ -26,6 +26,7 @@ import {
   now,
   Pace,
   watchProgress,
+  emitReceiverResult,
 } from './common.mjs'
 
 const { role, scenario, conns, size, count } = config
@@ -308,14 +309,7 @@ async function receiver() {
   await finished
   const t1 = now()
   unwatch()
-  emit('result', {
-    t1: String(t1),
-    ...checker.summary(),
-    mismatches: checker.mismatches(),
-    ...cpuFields(cpu0),
-    ...memoryFields(baselineRss),
-    socketErrors: errors.length,
-  })
+  emitReceiverResult(t1, checker, cpu0, baselineRss, { socketErrors: errors.length })
   await command('exit')
   for (const socket of sockets) socket.destroy()
   leave()

@@ -21,6 +21,7 @@ import {
   now,
   Pace,
   watchProgress,
+  emitReceiverResult,
 } from './common.mjs'
 
 const { Envelope, Mesh, SendError, SendErrorKind, TcpTransport } = wiremesh
@@ -143,13 +144,7 @@ async function receiver() {
   }
   const t1 = now()
   unwatch()
-  emit('result', {
-    t1: String(t1),
-    ...checker.summary(),
-    mismatches: checker.mismatches(),
-    ...cpuFields(cpu0),
-    ...memoryFields(baselineRss),
-  })
+  emitReceiverResult(t1, checker, cpu0, baselineRss)
   await command('exit')
   mesh.shutdown()
   leave()

@@ -26,6 +26,7 @@ import {
   now,
   Pace,
   watchProgress,
+  emitReceiverResult,
 } from './common.mjs'
 
 let zmq
@@ -193,13 +194,7 @@ async function receiver() {
   await receiveAll()
   const t1 = now()
   unwatch()
-  emit('result', {
-    t1: String(t1),
-    ...checker.summary(),
-    mismatches: checker.mismatches(),
-    ...cpuFields(cpu0),
-    ...memoryFields(baselineRss),
-  })
+  emitReceiverResult(t1, checker, cpu0, baselineRss)
   await command('exit')
   close(sockets)
   leave()

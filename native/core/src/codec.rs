@@ -23,6 +23,9 @@
 //!   kilobytes, not 4 GiB.
 //! - [`encode_frame`] appends a frame to an output buffer, so many frames can leave in one
 //!   write.
+//! - [`EncodedFrames`] is a run of whole frames already encoded, sharing one buffer with
+//!   other runs: checked once when made (every header matches the bytes that follow it),
+//!   then queued and written as they are, with no allocation or copy per frame.
 //!
 //! # Examples
 //!
@@ -45,6 +48,8 @@
 //! ```
 
 use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// Length of the frame header in bytes.
 pub const HEADER_LEN: usize = 4;
@@ -214,6 +219,135 @@ impl FrameDecoder {
             });
         }
         Ok(len as usize)
+    }
+}
+
+/// A run of whole frames, header and payload each, as they go on the wire: a slice of a
+/// buffer that other runs may share.
+///
+/// This is how a batch of sends crosses into a mesh with one allocation: the caller
+/// encodes many frames for many connections into one buffer, and each connection's run is
+/// queued as one item (see [`Mesh::send_encoded`](crate::Mesh::send_encoded)).
+///
+/// ```
+/// use std::sync::Arc;
+/// use wiremesh_core::codec::{encode_frame, EncodedFrames};
+///
+/// let mut wire = Vec::new();
+/// encode_frame(b"hello", &mut wire).unwrap();
+/// encode_frame(b"world", &mut wire).unwrap();
+/// let len = wire.len();
+/// let frames = EncodedFrames::new(Arc::from(wire), 0..len).unwrap();
+/// assert_eq!(frames.len(), 2);
+/// assert_eq!(frames.payloads().collect::<Vec<_>>(), [&b"hello"[..], &b"world"[..]]);
+/// ```
+#[derive(Clone)]
+pub struct EncodedFrames {
+    buf: Arc<[u8]>,
+    start: usize,
+    end: usize,
+    count: usize,
+    largest: usize,
+}
+
+impl fmt::Debug for EncodedFrames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedFrames")
+            .field("frames", &self.count)
+            .field("bytes", &(self.end - self.start))
+            .finish()
+    }
+}
+
+/// Bytes that are not a sequence of whole frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedFrames {
+    /// Where, in the slice checked, the first frame that does not fit starts.
+    pub offset: usize,
+}
+
+impl fmt::Display for MalformedFrames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the frame at byte {} runs past the end of the bytes given",
+            self.offset
+        )
+    }
+}
+
+impl std::error::Error for MalformedFrames {}
+
+impl EncodedFrames {
+    /// The frames in `buf[range]`, checked to be whole: every header is followed by as many
+    /// bytes as it announces, and the last frame ends exactly at the end of the range.
+    ///
+    /// # Panics
+    ///
+    /// If `range` is out of `buf`'s bounds.
+    pub fn new(buf: Arc<[u8]>, range: Range<usize>) -> Result<Self, MalformedFrames> {
+        let bytes = &buf[range.clone()];
+        let (mut at, mut count, mut largest) = (0, 0, 0);
+        while at < bytes.len() {
+            let Some(header) = bytes.get(at..at + HEADER_LEN) else {
+                return Err(MalformedFrames { offset: at });
+            };
+            let len = u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
+            if bytes.len() - at - HEADER_LEN < len {
+                return Err(MalformedFrames { offset: at });
+            }
+            at += HEADER_LEN + len;
+            count += 1;
+            largest = largest.max(len);
+        }
+        Ok(EncodedFrames {
+            start: range.start,
+            end: range.end,
+            buf,
+            count,
+            largest,
+        })
+    }
+
+    /// The number of frames.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if the run holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The frames' bytes, headers included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The length of the longest payload.
+    pub fn largest_payload(&self) -> usize {
+        self.largest
+    }
+
+    /// The payloads, in order.
+    pub fn payloads(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.payloads_from(0).map(|(_, payload)| payload)
+    }
+
+    /// The payloads of the frames that end after byte `written` of the run, each with the
+    /// offset where its frame ends: what is left to send once `written` bytes have gone.
+    pub(crate) fn payloads_from(&self, written: usize) -> impl Iterator<Item = (usize, &[u8])> {
+        let mut bytes = self.as_bytes();
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let header = bytes.get(..HEADER_LEN)?;
+            let len = u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
+            let payload = &bytes[HEADER_LEN..HEADER_LEN + len];
+            bytes = &bytes[HEADER_LEN + len..];
+            at += HEADER_LEN + len;
+            Some((at, payload))
+        })
+        .filter(move |&(end, _)| end > written)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::{fmt, io};
 
-use crate::codec::FrameError;
+use crate::codec::{EncodedFrames, FrameError};
 use crate::envelope::Envelope;
 use crate::transport::Connection;
 
@@ -101,6 +101,57 @@ impl fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+/// Why [`Mesh::send_encoded`](crate::Mesh::send_encoded) did not queue a run of frames.
+/// Every variant but `Io` hands the run back.
+#[derive(Debug)]
+pub enum SendEncodedError {
+    /// No connection has this id.
+    NotFound(EncodedFrames),
+    /// The connection's outgoing queue has fewer free places than the run has frames.
+    Full(EncodedFrames),
+    /// The connection was disconnected (or the mesh shut down).
+    Disconnected(EncodedFrames),
+    /// A payload is longer than the connection's maximum frame size.
+    TooLarge(EncodedFrames),
+    /// The run was queued but the reactor could not be woken to send it.
+    Io(io::Error),
+}
+
+impl SendEncodedError {
+    /// The run that was not queued, if this error carries one.
+    pub fn into_frames(self) -> Option<EncodedFrames> {
+        match self {
+            SendEncodedError::NotFound(frames)
+            | SendEncodedError::Full(frames)
+            | SendEncodedError::Disconnected(frames)
+            | SendEncodedError::TooLarge(frames) => Some(frames),
+            SendEncodedError::Io(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for SendEncodedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendEncodedError::NotFound(_) => write!(f, "no connection with this id"),
+            SendEncodedError::Full(frames) => write!(
+                f,
+                "the outgoing queue has no room for {} frames",
+                frames.len()
+            ),
+            SendEncodedError::Disconnected(_) => write!(f, "the connection is disconnected"),
+            SendEncodedError::TooLarge(frames) => write!(
+                f,
+                "a payload of {} bytes exceeds the connection's maximum frame size",
+                frames.largest_payload()
+            ),
+            SendEncodedError::Io(err) => write!(f, "the reactor could not be woken: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for SendEncodedError {}
 
 /// Why a blocking receive returned no envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,7 +25,7 @@ pub mod transport;
 pub use envelope::Envelope;
 pub use error::{
     AcceptError, AddError, ConnectError, ConnectionError, DisconnectReason, ListenError, RecvError,
-    RecvTimeoutError, RemoveError, SendError, TryRecvError,
+    RecvTimeoutError, RemoveError, SendEncodedError, SendError, TryRecvError,
 };
 pub use mesh::{Disconnect, Disconnects, Incoming, Mesh, Outgoing, WeakMesh};
 pub use reactor::Notify;

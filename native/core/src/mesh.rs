@@ -39,9 +39,11 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxBuildHasher;
 
+use crate::codec::EncodedFrames;
 use crate::envelope::Envelope;
 use crate::error::{
-    AddError, DisconnectReason, RecvError, RecvTimeoutError, RemoveError, SendError, TryRecvError,
+    AddError, DisconnectReason, RecvError, RecvTimeoutError, RemoveError, SendEncodedError,
+    SendError, TryRecvError,
 };
 use crate::outgoing::{OutgoingQueue, PushError};
 use crate::reactor::{self, Channels, Command, Notify, Shared};
@@ -229,6 +231,29 @@ impl Mesh {
         }
     }
 
+    /// Queues a run of encoded frames for connection `id` without blocking, all or none:
+    /// the run takes a place in the outgoing queue per frame, and goes out as it is, with
+    /// no copy and no allocation per frame. This is the batch form of [`send`](Self::send)
+    /// for callers that encode many frames into one buffer.
+    pub fn send_encoded(&self, id: usize, frames: EncodedFrames) -> Result<(), SendEncodedError> {
+        let queues = self.handle.queues.pin();
+        let Some(queue) = queues.get(&id) else {
+            return Err(SendEncodedError::NotFound(frames));
+        };
+        if frames.largest_payload() > queue.max_frame_size() as usize {
+            return Err(SendEncodedError::TooLarge(frames));
+        }
+        match queue.push_encoded(frames) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                self.handle.shared.ready.push(id);
+                self.handle.shared.wake().map_err(SendEncodedError::Io)
+            }
+            Err(PushError::Full(frames)) => Err(SendEncodedError::Full(frames)),
+            Err(PushError::Closed(frames)) => Err(SendEncodedError::Disconnected(frames)),
+        }
+    }
+
     /// Waits for the next envelope from any connection.
     pub fn recv(&self) -> Result<Envelope, RecvError> {
         self.incoming.recv()
@@ -380,6 +405,17 @@ impl Outgoing {
     /// True once the connection has left the mesh (disconnected, removed or shut down).
     pub fn is_closed(&self) -> bool {
         self.queue.is_closed()
+    }
+
+    /// How many frames the outgoing queue can take now, or `None` once the connection has
+    /// left the mesh. Only sends lower it; the reactor raises it as it writes.
+    pub fn room(&self) -> Option<usize> {
+        self.queue.room()
+    }
+
+    /// The largest payload the connection accepts.
+    pub fn max_frame_size(&self) -> u32 {
+        self.queue.max_frame_size()
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! # Contract
 //!
-//! - Bounded: a push beyond `capacity` fails with [`PushError::Full`] and hands the payload
-//!   back. Memory is taken as frames arrive (a lock-free segment queue), not up front, so
+//! - Bounded: a push beyond `capacity` frames fails with [`PushError::Full`] and hands the
+//!   payload back. An item is one payload or a run of encoded frames ([`Chunk`]); a run
+//!   takes as many places as it has frames, all or none. Memory is taken as frames arrive (a lock-free segment queue), not up front, so
 //!   ten thousand idle connections cost nothing per queue slot.
 //! - Closable without loss: once [`close`](OutgoingQueue::close)d, a push fails with
 //!   [`PushError::Closed`] and hands the payload back. A push that reserved its place just
@@ -27,19 +28,48 @@ use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
 
 use crossbeam_queue::SegQueue;
 
+use crate::codec::{EncodedFrames, HEADER_LEN};
+
 const CLOSED: usize = 1;
 const ONE: usize = 2;
 
-/// Why a payload was not queued; the payload is handed back.
+/// Why an item was not queued; the item is handed back.
 #[derive(Debug)]
-pub(crate) enum PushError {
-    Full(Vec<u8>),
-    Closed(Vec<u8>),
+pub(crate) enum PushError<T> {
+    Full(T),
+    Closed(T),
+}
+
+/// What an outgoing queue and a connection's write backlog hold.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// One payload; its header is made on the way out.
+    Payload(Vec<u8>),
+    /// Frames already encoded, written as they are.
+    Encoded(EncodedFrames),
+}
+
+impl Chunk {
+    /// The frames it holds.
+    pub(crate) fn frames(&self) -> usize {
+        match self {
+            Chunk::Payload(_) => 1,
+            Chunk::Encoded(frames) => frames.len(),
+        }
+    }
+
+    /// Its bytes on the wire, headers included.
+    pub(crate) fn wire_len(&self) -> usize {
+        match self {
+            Chunk::Payload(payload) => HEADER_LEN + payload.len(),
+            Chunk::Encoded(frames) => frames.as_bytes().len(),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct OutgoingQueue {
-    frames: SegQueue<Vec<u8>>,
+    frames: SegQueue<Chunk>,
     state: AtomicUsize,
     scheduled: AtomicBool,
     /// Set by a sender that waits for room; taken by the reactor when it pops.
@@ -66,33 +96,77 @@ impl OutgoingQueue {
 
     /// Queues a payload. `Ok(true)` means the caller made the queue scheduled and must put
     /// its id on the ready list.
-    pub(crate) fn push(&self, payload: Vec<u8>) -> Result<bool, PushError> {
+    pub(crate) fn push(&self, payload: Vec<u8>) -> Result<bool, PushError<Vec<u8>>> {
+        if let Err(err) = self.reserve(1) {
+            return Err(match err {
+                PushError::Full(()) => PushError::Full(payload),
+                PushError::Closed(()) => PushError::Closed(payload),
+            });
+        }
+        Ok(self.land(Chunk::Payload(payload)))
+    }
+
+    /// Queues a run of encoded frames, taking a place for each, all or none; as
+    /// [`push`](Self::push) otherwise. An empty run is accepted and not queued.
+    pub(crate) fn push_encoded(
+        &self,
+        frames: EncodedFrames,
+    ) -> Result<bool, PushError<EncodedFrames>> {
+        if frames.is_empty() {
+            return match self.is_closed() {
+                true => Err(PushError::Closed(frames)),
+                false => Ok(false),
+            };
+        }
+        if let Err(err) = self.reserve(frames.len()) {
+            return Err(match err {
+                PushError::Full(()) => PushError::Full(frames),
+                PushError::Closed(()) => PushError::Closed(frames),
+            });
+        }
+        Ok(self.land(Chunk::Encoded(frames)))
+    }
+
+    /// Places still free: what a push of that many frames would not find full. `None` once
+    /// closed.
+    pub(crate) fn room(&self) -> Option<usize> {
+        let state = self.state.load(SeqCst);
+        match state & CLOSED {
+            0 => Some(self.capacity.saturating_sub(state / ONE)),
+            _ => None,
+        }
+    }
+
+    fn reserve(&self, count: usize) -> Result<(), PushError<()>> {
         let mut state = self.state.load(SeqCst);
         loop {
             if state & CLOSED != 0 {
-                return Err(PushError::Closed(payload));
+                return Err(PushError::Closed(()));
             }
-            if state / ONE >= self.capacity {
-                return Err(PushError::Full(payload));
+            if self.capacity - (state / ONE).min(self.capacity) < count {
+                return Err(PushError::Full(()));
             }
             match self
                 .state
-                .compare_exchange_weak(state, state + ONE, SeqCst, SeqCst)
+                .compare_exchange_weak(state, state + count * ONE, SeqCst, SeqCst)
             {
-                Ok(_) => break,
+                Ok(_) => return Ok(()),
                 Err(actual) => state = actual,
             }
         }
-        self.frames.push(payload);
-        fence(SeqCst);
-        Ok(!self.scheduled.swap(true, SeqCst))
     }
 
-    /// Takes the oldest payload (reactor only).
-    pub(crate) fn pop(&self) -> Option<Vec<u8>> {
-        let payload = self.frames.pop()?;
-        self.state.fetch_sub(ONE, SeqCst);
-        Some(payload)
+    fn land(&self, chunk: Chunk) -> bool {
+        self.frames.push(chunk);
+        fence(SeqCst);
+        !self.scheduled.swap(true, SeqCst)
+    }
+
+    /// Takes the oldest item (reactor only).
+    pub(crate) fn pop(&self) -> Option<Chunk> {
+        let chunk = self.frames.pop()?;
+        self.state.fetch_sub(chunk.frames() * ONE, SeqCst);
+        Some(chunk)
     }
 
     /// Called by the reactor when it has emptied the queue. Returns true if frames arrived
@@ -145,7 +219,52 @@ impl OutgoingQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::encode_frame;
     use std::sync::Arc;
+
+    fn pop(queue: &OutgoingQueue) -> Option<Vec<u8>> {
+        match queue.pop()? {
+            Chunk::Payload(payload) => Some(payload),
+            Chunk::Encoded(frames) => Some(frames.as_bytes().to_vec()),
+        }
+    }
+
+    fn encoded(payloads: &[&[u8]]) -> EncodedFrames {
+        let mut wire = Vec::new();
+        for payload in payloads {
+            encode_frame(payload, &mut wire).unwrap();
+        }
+        let len = wire.len();
+        EncodedFrames::new(Arc::from(wire), 0..len).unwrap()
+    }
+
+    #[test]
+    fn a_run_takes_a_place_per_frame_all_or_none() {
+        let queue = OutgoingQueue::new(3, 100);
+        assert_eq!(queue.room(), Some(3));
+        assert!(queue.push_encoded(encoded(&[b"a", b"b"])).unwrap());
+        assert_eq!(queue.room(), Some(1));
+        assert!(matches!(
+            queue.push_encoded(encoded(&[b"c", b"d"])),
+            Err(PushError::Full(frames)) if frames.len() == 2
+        ));
+        assert!(!queue.push(vec![9]).unwrap());
+        assert_eq!(queue.room(), Some(0));
+        assert_eq!(pop(&queue), Some(b"\0\0\0\x01a\0\0\0\x01b".to_vec()));
+        assert_eq!(
+            queue.room(),
+            Some(2),
+            "popping a run frees a place per frame"
+        );
+        queue.close();
+        assert_eq!(queue.room(), None);
+        assert!(matches!(
+            queue.push_encoded(encoded(&[b"e"])),
+            Err(PushError::Closed(_))
+        ));
+        assert_eq!(pop(&queue), Some(vec![9]));
+        assert!(queue.is_settled());
+    }
 
     #[test]
     fn full_and_closed_hand_the_payload_back() {
@@ -153,11 +272,11 @@ mod tests {
         assert!(queue.push(vec![1]).unwrap(), "the first push schedules");
         assert!(!queue.push(vec![2]).unwrap(), "later pushes do not");
         assert!(matches!(queue.push(vec![3]), Err(PushError::Full(p)) if p == [3]));
-        assert_eq!(queue.pop(), Some(vec![1]));
+        assert_eq!(pop(&queue), Some(vec![1]));
         queue.close();
         assert!(matches!(queue.push(vec![4]), Err(PushError::Closed(p)) if p == [4]));
         assert!(!queue.is_settled());
-        assert_eq!(queue.pop(), Some(vec![2]));
+        assert_eq!(pop(&queue), Some(vec![2]));
         assert!(queue.is_settled());
     }
 
@@ -165,12 +284,12 @@ mod tests {
     fn unschedule_sees_a_racing_push() {
         let queue = OutgoingQueue::new(10, 100);
         assert!(queue.push(vec![1]).unwrap());
-        assert_eq!(queue.pop(), Some(vec![1]));
+        assert_eq!(pop(&queue), Some(vec![1]));
         // A push while scheduled does not schedule again…
         assert!(!queue.push(vec![2]).unwrap());
         // …so unscheduling must notice it and keep going.
         assert!(queue.unschedule());
-        assert_eq!(queue.pop(), Some(vec![2]));
+        assert_eq!(pop(&queue), Some(vec![2]));
         assert!(!queue.unschedule());
         assert!(queue.push(vec![3]).unwrap());
     }
@@ -197,15 +316,15 @@ mod tests {
                 .collect();
             let mut taken = Vec::new();
             while taken.len() < 500 {
-                taken.extend(queue.pop());
+                taken.extend(pop(&queue));
             }
             queue.close();
             while !queue.is_settled() {
-                taken.extend(queue.pop());
+                taken.extend(pop(&queue));
             }
             let refused: usize = pushers.into_iter().map(|p| p.join().unwrap().len()).sum();
             assert_eq!(taken.len() + refused, 4000);
-            assert_eq!(queue.pop(), None);
+            assert_eq!(pop(&queue), None);
         }
     }
 }

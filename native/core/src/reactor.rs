@@ -397,7 +397,7 @@ impl Reactor {
             while backlog.len() < BACKLOG_FRAMES && backlog.bytes() < BACKLOG_BYTES {
                 match conn.queue.pop() {
                     Some(payload) => {
-                        backlog.push(payload);
+                        backlog.push_chunk(payload);
                         popped = true;
                     }
                     None => break,
@@ -553,7 +553,7 @@ impl Reactor {
         };
         loop {
             while let Some(payload) = conn.queue.pop() {
-                conn.connection.backlog.push(payload);
+                conn.connection.backlog.push_chunk(payload);
             }
             if conn.queue.is_settled() {
                 break;
@@ -639,7 +639,7 @@ fn drain_nonblocking(conn: &mut Conn) -> io::Result<()> {
     loop {
         while conn.connection.backlog.len() < BACKLOG_FRAMES {
             match conn.queue.pop() {
-                Some(payload) => conn.connection.backlog.push(payload),
+                Some(payload) => conn.connection.backlog.push_chunk(payload),
                 None => break,
             }
         }

@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::Stream;
 use crate::codec::{frame_header, FrameDecoder, HEADER_LEN};
 use crate::error::ConnectionError;
+use crate::outgoing::Chunk;
 
-/// Frames gathered into one vectored write: two slices each (header, payload), which
-/// stays within every platform's `IOV_MAX` (1024 on Linux and macOS).
+/// Payloads gathered into one vectored write: two slices each (header, payload). An
+/// encoded run of frames is one slice.
 pub(crate) const FRAMES_PER_WRITE: usize = 256;
 
 /// A framed connection, made by a [`Transport`](super::Transport) or a
@@ -160,31 +161,45 @@ fn protocol(err: crate::codec::FrameError) -> io::Error {
 
 /// Frames taken for writing but not yet fully written, oldest first.
 ///
-/// Payloads keep their own buffers: a write gathers headers and payloads into one
-/// vectored write, so a payload is never copied again on its way to the socket.
+/// Payloads keep their own buffers and encoded runs stay in their shared buffer: a write
+/// gathers headers, payloads and runs into one vectored write, so nothing is copied again
+/// on its way to the socket.
 #[derive(Debug, Default)]
 pub(crate) struct WriteBacklog {
-    frames: VecDeque<Vec<u8>>,
-    /// Bytes of the front frame (header included) already written.
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk (headers included) already written.
     written: usize,
-    /// Bytes of all frames (headers included) not yet written.
+    /// Bytes of all chunks (headers included) not yet written.
     bytes: usize,
+    /// Frames of all chunks, the front one's included.
+    frames: usize,
 }
 
+/// Slices gathered into one vectored write: within every platform's `IOV_MAX` (1024 on
+/// Linux and macOS).
+const SLICES_PER_WRITE: usize = 2 * FRAMES_PER_WRITE;
+
 impl WriteBacklog {
-    /// Adds a frame; its payload must fit the 32-bit length field.
+    /// Adds a payload; it must fit the 32-bit length field.
     pub(crate) fn push(&mut self, payload: Vec<u8>) {
         debug_assert!(u32::try_from(payload.len()).is_ok());
-        self.bytes += HEADER_LEN + payload.len();
-        self.frames.push_back(payload);
+        self.push_chunk(Chunk::Payload(payload));
     }
 
+    /// Adds an item taken from an outgoing queue.
+    pub(crate) fn push_chunk(&mut self, chunk: Chunk) {
+        self.bytes += chunk.wire_len();
+        self.frames += chunk.frames();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Frames not fully written.
     pub(crate) fn len(&self) -> usize {
-        self.frames.len()
+        self.frames
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.chunks.is_empty()
     }
 
     /// Bytes not yet written, headers included.
@@ -192,18 +207,26 @@ impl WriteBacklog {
         self.bytes
     }
 
-    /// One vectored write of up to [`FRAMES_PER_WRITE`] frames. Returns the bytes written.
+    /// One vectored write of up to [`FRAMES_PER_WRITE`] payloads (or more frames, when
+    /// they are encoded runs). Returns the bytes written.
     pub(crate) fn write_to<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<usize> {
-        let count = self.frames.len().min(FRAMES_PER_WRITE);
         let mut headers = [[0u8; HEADER_LEN]; FRAMES_PER_WRITE];
-        for (header, payload) in headers.iter_mut().zip(self.frames.iter().take(count)) {
-            *header = frame_header(payload.len()).expect("checked when queued");
+        let mut count = 0;
+        for (header, chunk) in headers.iter_mut().zip(&self.chunks) {
+            if let Chunk::Payload(payload) = chunk {
+                *header = frame_header(payload.len()).expect("checked when queued");
+            }
+            count += 1;
         }
-        let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+        let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
         let mut used = 0;
         let mut skip = self.written;
-        for (header, payload) in headers.iter().zip(self.frames.iter().take(count)) {
-            for part in [&header[..], &payload[..]] {
+        for (header, chunk) in headers.iter().zip(self.chunks.iter().take(count)) {
+            let parts: [&[u8]; 2] = match chunk {
+                Chunk::Payload(payload) => [&header[..], &payload[..]],
+                Chunk::Encoded(frames) => [frames.as_bytes(), &[]],
+            };
+            for part in parts {
                 if skip >= part.len() {
                     skip -= part.len();
                     continue;
@@ -221,20 +244,34 @@ impl WriteBacklog {
     fn advance(&mut self, mut n: usize) {
         self.bytes -= n;
         while n > 0 {
-            let front = HEADER_LEN + self.frames[0].len() - self.written;
+            let front = self.chunks[0].wire_len() - self.written;
             if n < front {
                 self.written += n;
                 return;
             }
             n -= front;
             self.written = 0;
-            self.frames.pop_front();
+            let done = self.chunks.pop_front().expect("bytes were left");
+            self.frames -= done.frames();
         }
     }
 
     /// The payloads not fully written, oldest first.
     pub(crate) fn into_unsent(self) -> Vec<Vec<u8>> {
-        self.frames.into()
+        let mut unsent = Vec::with_capacity(self.frames);
+        let mut written = self.written;
+        for chunk in self.chunks {
+            match chunk {
+                Chunk::Payload(payload) => unsent.push(payload),
+                Chunk::Encoded(frames) => unsent.extend(
+                    frames
+                        .payloads_from(written)
+                        .map(|(_, payload)| payload.to_vec()),
+                ),
+            }
+            written = 0;
+        }
+        unsent
     }
 }
 
@@ -290,6 +327,56 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(backlog.write_to(&mut out).unwrap(), FRAMES_PER_WRITE * 8);
         assert_eq!(backlog.len(), 300 - FRAMES_PER_WRITE);
+    }
+
+    fn encoded(payloads: &[&[u8]]) -> Chunk {
+        let mut wire = Vec::new();
+        for payload in payloads {
+            crate::codec::encode_frame(payload, &mut wire).unwrap();
+        }
+        let len = wire.len();
+        Chunk::Encoded(crate::codec::EncodedFrames::new(wire.into(), 0..len).unwrap())
+    }
+
+    #[test]
+    fn encoded_runs_and_payloads_leave_in_order_whatever_the_split() {
+        for limit in 1..30 {
+            let mut backlog = WriteBacklog::default();
+            backlog.push(b"abc".to_vec());
+            backlog.push_chunk(encoded(&[b"de", b"", b"f"]));
+            backlog.push(b"gh".to_vec());
+            assert_eq!(backlog.len(), 5);
+            let mut out = Trickle {
+                out: Vec::new(),
+                limit,
+            };
+            while !backlog.is_empty() {
+                backlog.write_to(&mut out).unwrap();
+            }
+            assert_eq!((backlog.bytes(), backlog.len()), (0, 0));
+            assert_eq!(
+                out.out, b"\0\0\0\x03abc\0\0\0\x02de\0\0\0\0\0\0\0\x01f\0\0\0\x02gh",
+                "limit {limit}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsent_frames_of_a_run_start_at_the_first_not_fully_written() {
+        // Run bytes: "de" ends at 6, "" at 10, "f" at 15; cut after 7 bytes of the run.
+        let mut backlog = WriteBacklog::default();
+        backlog.push_chunk(encoded(&[b"de", b"", b"f"]));
+        backlog.push(b"gh".to_vec());
+        let mut out = Trickle {
+            out: Vec::new(),
+            limit: 7,
+        };
+        backlog.write_to(&mut out).unwrap();
+        assert_eq!(backlog.len(), 4);
+        assert_eq!(
+            backlog.into_unsent(),
+            vec![b"".to_vec(), b"f".to_vec(), b"gh".to_vec()]
+        );
     }
 
     #[test]

@@ -43,6 +43,14 @@ const MAX_FRAME_SIZE_LIMIT = 0xffff_ffff
 const DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 /** Envelopes taken from the native queue at a time when a receive finds them waiting. */
 const PREFETCH = 256
+/**
+ * Sends are encoded into a per-mesh outbox and cross into native code together (one call,
+ * one allocation per batch), at the end of the current task or when the outbox is full.
+ * Payloads of at least `DIRECT_MIN` bytes skip it: they are queued at once, with one copy.
+ */
+const OUTBOX_BYTES = 256 * 1024
+const OUTBOX_RUNS = 4096
+const DIRECT_MIN = 16 * 1024
 
 // The binding's status codes (see native/binding/mesh.rs).
 const SEND_OK = 0
@@ -334,6 +342,11 @@ interface RecvWaiter {
   timer?: NodeJS.Timeout
 }
 
+interface Credit {
+  room: number
+  max: number
+}
+
 interface RoomWaiter {
   envelope: Envelope
   resolve(): void
@@ -359,9 +372,152 @@ class MeshState {
   stopped = false
   armed = false
 
+  // The outbox: frames encoded as they go on the wire, in runs of one connection each.
+  readonly outbox = Buffer.allocUnsafeSlow(OUTBOX_BYTES)
+  outboxLength = 0
+  /** (id, end offset) per run. */
+  readonly runs = new Float64Array(2 * OUTBOX_RUNS)
+  runCount = 0
+  lastRunId = -1
+  flushQueued = false
+  readonly flushTask = (): void => {
+    this.flushQueued = false
+    this.flush()
+  }
+  /**
+   * Per connection: frames it can still take (a floor: only this thread's sends lower the
+   * native room, and every send counts here first) and its largest payload. So `Full`
+   * and `TooLarge` are exact at the call, without crossing into native code per send.
+   */
+  readonly credits = new Map<number, Credit>()
+  /** Envelopes refused at a flush because their connection had gone: they join its notice. */
+  readonly orphans = new Map<number, Envelope[]>()
+
   constructor(handle: native.NativeMesh) {
     this.native = handle
     this.hot = handle.hot()
+  }
+
+  /** Queues a payload for connection `id` (after any waiting `sendWait`s: see `Mesh.send`). */
+  enqueue(id: number, payload: Buffer): number {
+    if (this.shutdownCalled) return native.meshSend(this.hot, id, payload)
+    let credit = this.credits.get(id)
+    if (credit === undefined || credit.room === 0) {
+      const status = this.refill(id)
+      if (status !== SEND_OK) return status
+      credit = this.credits.get(id) as Credit
+    }
+    const length = payload.length
+    if (length > credit.max) return SEND_TOO_LARGE
+    if (length >= DIRECT_MIN) {
+      this.flush()
+      const status = native.meshSend(this.hot, id, payload)
+      if (status === SEND_OK) credit.room--
+      return status
+    }
+    let at = this.outboxLength
+    if (at + 4 + length > OUTBOX_BYTES || (this.runCount === OUTBOX_RUNS && id !== this.lastRunId)) {
+      this.flush()
+      at = 0
+    }
+    credit.room--
+    const out = this.outbox
+    out[at] = length >>> 24
+    out[at + 1] = (length >>> 16) & 0xff
+    out[at + 2] = (length >>> 8) & 0xff
+    out[at + 3] = length & 0xff
+    out.set(payload, at + 4)
+    at += 4 + length
+    this.outboxLength = at
+    if (id === this.lastRunId) {
+      this.runs[2 * this.runCount - 1] = at
+    } else {
+      this.runs[2 * this.runCount] = id
+      this.runs[2 * this.runCount + 1] = at
+      this.runCount++
+      this.lastRunId = id
+    }
+    if (!this.flushQueued) {
+      this.flushQueued = true
+      queueMicrotask(this.flushTask)
+    }
+    return SEND_OK
+  }
+
+  /** Asks the native queue of `id` for its room (after a flush, so the outbox counts in it). */
+  refill(id: number): number {
+    this.flush()
+    const room = native.meshRoom(this.hot, id)
+    if (room < 0) return -room
+    let credit = this.credits.get(id)
+    if (credit === undefined) {
+      credit = { room, max: native.meshMaxFrameSize(this.hot, id) }
+      this.credits.set(id, credit)
+    } else {
+      credit.room = room
+    }
+    return room === 0 ? SEND_FULL : SEND_OK
+  }
+
+  /** Hands the outbox to the native queues. */
+  flush(): void {
+    const count = this.runCount
+    if (count === 0) return
+    const length = this.outboxLength
+    this.runCount = 0
+    this.outboxLength = 0
+    this.lastRunId = -1
+    const refused = native.meshSendEncoded(this.hot, this.outbox, length, this.runs, count)
+    if (refused !== null) this.refused(refused)
+  }
+
+  /**
+   * Runs a flush could not queue. Their connection went away after the send counted its
+   * room (the reactor closed it): the envelopes join its disconnect notice as unsent. A
+   * refusal for room cannot happen (the credit is a floor), nor for an unknown id (a
+   * notice or `remove` flushes first); if one did, the envelopes would still not be lost:
+   * they wait for room like a `sendWait`.
+   */
+  refused(pairs: number[]): void {
+    for (let i = 0; i < pairs.length; i += 2) {
+      const run = pairs[i]
+      const id = this.runs[2 * run]
+      const end = this.runs[2 * run + 1]
+      const envelopes: Envelope[] = []
+      for (let at = run === 0 ? 0 : this.runs[2 * run - 1]; at < end; ) {
+        const length = this.outbox.readUInt32BE(at)
+        envelopes.push(new Envelope(id, Buffer.from(this.outbox.subarray(at + 4, at + 4 + length))))
+        at += 4 + length
+      }
+      if (pairs[i + 1] === SEND_FULL) {
+        this.credits.delete(id)
+        this.requeue(id, envelopes)
+      } else {
+        let orphans = this.orphans.get(id)
+        if (orphans === undefined) this.orphans.set(id, (orphans = []))
+        orphans.push(...envelopes)
+      }
+    }
+  }
+
+  /** Puts envelopes in front of the `sendWait`s of `id`. */
+  requeue(id: number, envelopes: Envelope[]): void {
+    let waiters = this.roomWaiters.get(id)
+    if (waiters === undefined) this.roomWaiters.set(id, (waiters = []))
+    waiters.unshift(
+      ...envelopes.map((envelope) => ({
+        envelope,
+        resolve: () => {},
+        reject: () => {
+          let orphans = this.orphans.get(id)
+          if (orphans === undefined) this.orphans.set(id, (orphans = []))
+          orphans.push(envelope)
+        },
+      })),
+    )
+    for (let i = 0; i < envelopes.length; i++) retain()
+    waiting.add(this)
+    if (this.native.wantRoom(id) !== 1) queueMicrotask(() => this.serviceRoomFor(id))
   }
 
   /** The next envelope if one is waiting, without waiting. */
@@ -442,9 +598,17 @@ class MeshState {
   }
 
   serviceDisconnects(): void {
+    // Frames sent before the notice is taken go into its connection's queue, or join it.
+    this.flush()
     for (const notice of this.native.takeDisconnects()) {
       const unsent: Envelope[] = []
       if (notice.unsent) unpack(notice.unsent, unsent)
+      const orphans = this.orphans.get(notice.id)
+      if (orphans !== undefined) {
+        unsent.push(...orphans)
+        this.orphans.delete(notice.id)
+      }
+      this.credits.delete(notice.id)
       const error = new DisconnectError(notice.kind as DisconnectErrorKind, notice.message, notice.id, unsent)
       for (const ref of this.handles) {
         const mesh = ref.deref()
@@ -491,7 +655,7 @@ class MeshState {
     const waiters = this.roomWaiters.get(id)
     while (waiters !== undefined && waiters.length > 0) {
       const waiter = waiters[0]
-      const status = native.meshSend(this.hot, id, waiter.envelope.payload)
+      const status = this.enqueue(id, waiter.envelope.payload)
       if (status === SEND_FULL) {
         const asked = this.native.wantRoom(id)
         if (asked === 0) continue
@@ -513,6 +677,7 @@ class MeshState {
 
   shutdown(): void {
     if (!this.shutdownCalled) {
+      this.flush()
       this.shutdownCalled = true
       this.native.shutdown()
       this.stopped = true
@@ -620,7 +785,11 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
   /** Takes a connection out and hands it back, with its unwritten frames and any half-read frame. */
   async remove(id: number): Promise<Connection> {
     checkId(id)
-    const handle = this.#state.native.remove(id)
+    const state = this.#state
+    // What was sent before leaves with the connection.
+    state.flush()
+    state.credits.delete(id)
+    const handle = state.native.remove(id)
     if (handle === null) throw new RemoveError(RemoveErrorKind.NotFound, `no connection with id ${id}`)
     return new Connection(handle)
   }
@@ -628,9 +797,10 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
   /** Queues an envelope without blocking; throws `SendError` (`Full` and `Disconnected` carry the envelope). */
   send(envelope: Envelope): void {
     if (!(envelope instanceof Envelope)) throw invalidArgType('envelope', 'an Envelope', envelope)
-    const waiting = this.#state.roomWaiters.get(envelope.id)
+    const state = this.#state
+    const waiting = state.roomWaiters.get(envelope.id)
     if (waiting !== undefined && waiting.length > 0) throw sendError(SEND_FULL, envelope)
-    const status = native.meshSend(this.#state.hot, envelope.id, envelope.payload)
+    const status = state.enqueue(envelope.id, envelope.payload)
     if (status !== SEND_OK) throw sendError(status, envelope)
   }
 
@@ -645,7 +815,7 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     const state = this.#state
     let waiters = state.roomWaiters.get(envelope.id)
     if (waiters === undefined || waiters.length === 0) {
-      const status = native.meshSend(state.hot, envelope.id, envelope.payload)
+      const status = state.enqueue(envelope.id, envelope.payload)
       if (status === SEND_OK) return Promise.resolve()
       if (status !== SEND_FULL) return Promise.reject(sendError(status, envelope))
     }

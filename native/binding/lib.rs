@@ -14,3 +14,6 @@
 mod env;
 mod mesh;
 mod transport;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use wiremesh_core::{DisconnectReason, Envelope, Mesh, SendError};
+use wiremesh_core::codec::EncodedFrames;
+use wiremesh_core::{DisconnectReason, Envelope, Mesh, SendEncodedError, SendError};
 
 use crate::env;
 use crate::transport::NativeConnection;
@@ -234,6 +235,88 @@ impl NativeMesh {
 #[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, id: number, payload: Buffer")]
 pub fn mesh_send(hot: &External<HotMesh>, id: f64, payload: BufferSlice) -> SendStatus {
     send_status(hot.mesh.send(Envelope::new(id as usize, payload.to_vec())))
+}
+
+/// Queues many frames for many connections with one copy: `bytes[..len]` holds whole
+/// frames (header and payload each), cut into runs by `runs`, `count` pairs of (connection
+/// id, end offset of its run); run `i` starts where run `i - 1` ends. Each run is queued
+/// all or none (`Mesh::send_encoded`). Returns `null` if every run was queued, else
+/// (run index, [`SendStatus`]) pairs for those that were not; their frames were not
+/// queued. Throws only if the bytes are not the frames `index.js` encodes (a bug there),
+/// before queuing anything.
+#[napi(
+    ts_args_type = "hot: ExternalObject<'HotMesh'>, bytes: Buffer, len: number, runs: Float64Array, count: number"
+)]
+pub fn mesh_send_encoded(
+    hot: &External<HotMesh>,
+    bytes: BufferSlice,
+    len: u32,
+    runs: Float64ArraySlice,
+    count: u32,
+) -> Result<Option<Vec<f64>>> {
+    let (len, count) = (len as usize, count as usize);
+    if len > bytes.len() || 2 * count > runs.len() {
+        return Err(Error::new(
+            Status::InvalidArg,
+            "a batch out of its buffers' bounds",
+        ));
+    }
+    let buf: Arc<[u8]> = Arc::from(&bytes[..len]);
+    let mut encoded = Vec::with_capacity(count);
+    let mut start = 0;
+    for pair in runs[..2 * count].chunks_exact(2) {
+        let end = pair[1] as usize;
+        if end < start || end > len {
+            return Err(Error::new(
+                Status::InvalidArg,
+                "a run out of the batch's bounds",
+            ));
+        }
+        let frames = EncodedFrames::new(buf.clone(), start..end)
+            .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?;
+        encoded.push((pair[0] as usize, frames));
+        start = end;
+    }
+    if start != len {
+        return Err(Error::new(Status::InvalidArg, "bytes after the last run"));
+    }
+    let mut refused = Vec::new();
+    for (index, (id, frames)) in encoded.into_iter().enumerate() {
+        let status = match hot.mesh.send_encoded(id, frames) {
+            Ok(()) => continue,
+            Err(SendEncodedError::NotFound(_)) => SendStatus::NotFound,
+            Err(SendEncodedError::Full(_)) => SendStatus::Full,
+            Err(SendEncodedError::Disconnected(_)) => SendStatus::Disconnected,
+            Err(SendEncodedError::TooLarge(_)) => SendStatus::TooLarge,
+            // Queued; the reactor could not be woken (it has stopped).
+            Err(SendEncodedError::Io(_)) => SendStatus::IoError,
+        };
+        refused.extend([index as f64, status as i32 as f64]);
+    }
+    Ok((!refused.is_empty()).then_some(refused))
+}
+
+/// How many frames connection `id` can take now (0 or more), or minus a [`SendStatus`]:
+/// -1 (`NotFound`) or -3 (`Disconnected`). Only this environment's sends lower it, so what
+/// `index.js` counts down from it is a floor of the room.
+#[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, id: number")]
+pub fn mesh_room(hot: &External<HotMesh>, id: f64) -> f64 {
+    match hot.mesh.outgoing(id as usize) {
+        None => -(SendStatus::NotFound as i32 as f64),
+        Some(outgoing) => match outgoing.room() {
+            Some(room) => room as f64,
+            None => -(SendStatus::Disconnected as i32 as f64),
+        },
+    }
+}
+
+/// The largest payload connection `id` accepts, or -1 if no connection has the id.
+#[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, id: number")]
+pub fn mesh_max_frame_size(hot: &External<HotMesh>, id: f64) -> f64 {
+    match hot.mesh.outgoing(id as usize) {
+        None => -1.0,
+        Some(outgoing) => outgoing.max_frame_size() as f64,
+    }
 }
 
 /// `NativeMesh.recvBatch` through the hot-path handle.

@@ -484,7 +484,7 @@ class MeshState {
       const id = this.runs[2 * run]
       const end = this.runs[2 * run + 1]
       const envelopes: Envelope[] = []
-      for (let at = run === 0 ? 0 : this.runs[2 * run - 1]; at < end; ) {
+      for (let at = run === 0 ? 0 : this.runs[2 * run - 1]; at < end;) {
         const length = this.outbox.readUInt32BE(at)
         envelopes.push(new Envelope(id, Buffer.from(this.outbox.subarray(at + 4, at + 4 + length))))
         at += 4 + length

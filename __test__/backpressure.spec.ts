@@ -6,7 +6,7 @@ import { frame, frameReader, meshPair, numbered, numberOf, rawPeer, sleep } from
 /** Sends to `id` until the queue reports Full; returns how many were queued and the error. */
 async function fill(mesh: Mesh, id: number, size = 64 * 1024): Promise<[number, SendError]> {
   let fullOnce = false
-  for (let n = 0; ; ) {
+  for (let n = 0; ;) {
     try {
       mesh.send(new Envelope(id, numbered(n, size)))
       n++

@@ -19,7 +19,7 @@ test('sends to many connections in one task arrive in order on each', async (t) 
     for (const [client] of pairs) mesh.send(new Envelope(client, numbered(n)))
   }
   const seen = new Map<number, number>()
-  for (let received = 0; received < perConnection * pairs.length; ) {
+  for (let received = 0; received < perConnection * pairs.length;) {
     for (const envelope of await mesh.recvBatch(4096)) {
       const expected = seen.get(envelope.id) ?? 0
       t.is(numberOf(envelope.payload), expected, `connection ${envelope.id} in order`)

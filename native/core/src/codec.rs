@@ -184,6 +184,55 @@ impl FrameDecoder {
         Ok(Some(payload))
     }
 
+    /// Bytes of the payload in progress still to come; 0 while no payload is in progress
+    /// (between frames, or within a header).
+    pub fn payload_remaining(&self) -> usize {
+        self.body
+            .as_ref()
+            .map_or(0, |(payload, len)| len - payload.len())
+    }
+
+    /// Lets `fill` put up to `max` bytes of the payload in progress straight into its
+    /// buffer (a reader of a large frame saves a copy through a read buffer). `fill` gets
+    /// a zeroed window of at most `max` and at most [`payload_remaining`] bytes and returns
+    /// how many it wrote at its start. Returns that count, and the payload if it is now
+    /// complete. The buffer grows by the same rule as [`decode`](Self::decode)'s: at most
+    /// about twice what has arrived, plus the one window.
+    ///
+    /// # Panics
+    ///
+    /// If no payload is in progress ([`payload_remaining`] is 0), or `fill` returns more
+    /// than the window's length.
+    ///
+    /// [`payload_remaining`]: Self::payload_remaining
+    pub fn fill_payload<E>(
+        &mut self,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<(usize, Option<Vec<u8>>), E> {
+        let (payload, len) = self.body.as_mut().expect("a payload in progress");
+        let have = payload.len();
+        let take = (*len - have).min(max);
+        assert!(take > 0, "a payload in progress");
+        if payload.capacity() - have < take {
+            // Room for the window, and at least double what has arrived (fewer moves).
+            let want = (have + take).max(2 * have).min(*len);
+            payload.reserve_exact(want - have);
+        }
+        payload.resize(have + take, 0);
+        let filled = fill(&mut payload[have..]);
+        let n = *filled.as_ref().unwrap_or(&0);
+        assert!(n <= take, "filled more than the window");
+        payload.truncate(have + n);
+        filled?;
+        if payload.len() < *len {
+            return Ok((n, None));
+        }
+        let (payload, _) = self.body.take().expect("body is set above");
+        self.header_filled = 0;
+        Ok((n, Some(payload)))
+    }
+
     /// How many more bytes complete the header or frame in progress: a reader that wants
     /// never to read past the current frame reads at most this many.
     pub fn wanted(&self) -> usize {
@@ -355,6 +404,56 @@ impl EncodedFrames {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_payload_filled_in_place_completes_like_a_decoded_one() {
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        encode_frame(&payload, &mut wire).unwrap();
+        encode_frame(b"next", &mut wire).unwrap();
+        let mut input = &wire[..1000];
+        assert_eq!(decoder.decode(&mut input).unwrap(), None);
+        let mut at = 1000;
+        let mut done = None;
+        while done.is_none() {
+            assert!(decoder.allocated() <= 2 * decoder.buffered() + 30_000);
+            let (n, frame) = decoder
+                .fill_payload(30_000, |window| {
+                    let n = window.len().min(7_000);
+                    window[..n].copy_from_slice(&wire[at..at + n]);
+                    Ok::<_, ()>(n)
+                })
+                .unwrap();
+            at += n;
+            done = frame;
+        }
+        assert_eq!(done.unwrap(), payload);
+        assert_eq!(decoder.payload_remaining(), 0);
+        let mut rest = &wire[at..];
+        assert_eq!(
+            decoder.decode(&mut rest).unwrap().as_deref(),
+            Some(&b"next"[..])
+        );
+    }
+
+    #[test]
+    fn a_failed_fill_keeps_what_had_arrived() {
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        let mut input = &b"\0\0\0\x05he"[..];
+        assert_eq!(decoder.decode(&mut input).unwrap(), None);
+        assert_eq!(decoder.payload_remaining(), 3);
+        assert_eq!(
+            decoder.fill_payload(64, |_| Err("would block")),
+            Err("would block")
+        );
+        assert_eq!((decoder.buffered(), decoder.payload_remaining()), (6, 3));
+        let mut rest = &b"llo"[..];
+        assert_eq!(
+            decoder.decode(&mut rest).unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+    }
 
     fn decode_all(decoder: &mut FrameDecoder, mut input: &[u8]) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();

@@ -15,5 +15,3 @@ mod env;
 mod mesh;
 mod transport;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -14,4 +14,3 @@
 mod env;
 mod mesh;
 mod transport;
-

@@ -68,7 +68,6 @@ const batched = (payload) => {
   }
 }
 
-const results = []
 for (const size of [64, 1024]) {
   const rounds = { perMessage: [], batched: [] }
   await timeRound(size, perMessage) // warm-up
@@ -82,7 +81,6 @@ for (const size of [64, 1024]) {
     cpuNsPerMessage: median(list.map((r) => r.cpuNsPerMessage)),
   })
   const [a, b] = [summary(rounds.perMessage), summary(rounds.batched)]
-  results.push({ size, perMessage: a, batched: b })
   console.log(
     `${String(size).padStart(5)} B  per-message ${(a.rate / 1e6).toFixed(2)} M msg/s, ${a.cpuNsPerMessage.toFixed(0)} ns CPU/msg` +
       `   batched ${(b.rate / 1e6).toFixed(2)} M msg/s, ${b.cpuNsPerMessage.toFixed(0)} ns CPU/msg` +

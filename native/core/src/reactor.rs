@@ -472,6 +472,7 @@ impl Reactor {
                     Ok((n, frame)) => {
                         total += n;
                         if let Some(payload) = frame {
+                            conn.large_frames = true;
                             deliver(
                                 &self.incoming,
                                 &mut self.stalled,
@@ -483,52 +484,42 @@ impl Reactor {
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                     Err(err) => break DisconnectReason::Io(err),
                 }
-                if !self.stalled.is_empty() {
-                    conn.read_listed = true;
-                    self.read_list.push_front(id);
-                    return;
-                }
-                if total >= READ_BUDGET {
-                    conn.read_listed = true;
-                    self.read_list.push_back(id);
-                    return;
-                }
-                continue;
-            }
-            let limit = match conn.large_frames {
-                true => conn.connection.decoder.wanted(),
-                false => READ_CHUNK,
-            };
-            let n = match conn.connection.stream.read(&mut self.scratch[..limit]) {
-                Ok(0) => {
-                    break match conn.connection.decoder.buffered() {
-                        0 => DisconnectReason::Eof,
-                        buffered => DisconnectReason::EofMidFrame { buffered },
+            } else {
+                let limit = match conn.large_frames {
+                    true => conn.connection.decoder.wanted(),
+                    false => READ_CHUNK,
+                };
+                let n = match conn.connection.stream.read(&mut self.scratch[..limit]) {
+                    Ok(0) => {
+                        break match conn.connection.decoder.buffered() {
+                            0 => DisconnectReason::Eof,
+                            buffered => DisconnectReason::EofMidFrame { buffered },
+                        }
                     }
-                }
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => break DisconnectReason::Io(err),
-            };
-            total += n;
-            let mut input = &self.scratch[..n];
-            let decoded = loop {
-                match conn.connection.decoder.decode(&mut input) {
-                    Ok(Some(payload)) => {
-                        conn.large_frames = payload.len() >= DIRECT_READ;
-                        deliver(
-                            &self.incoming,
-                            &mut self.stalled,
-                            Envelope::new(id, payload),
-                        )
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => break DisconnectReason::Io(err),
+                };
+                total += n;
+                let mut input = &self.scratch[..n];
+                let decoded = loop {
+                    match conn.connection.decoder.decode(&mut input) {
+                        Ok(Some(payload)) => {
+                            conn.large_frames = payload.len() >= DIRECT_READ;
+                            deliver(
+                                &self.incoming,
+                                &mut self.stalled,
+                                Envelope::new(id, payload),
+                            )
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(err) => break Err(err),
                     }
-                    Ok(None) => break Ok(()),
-                    Err(err) => break Err(err),
+                };
+                if let Err(err) = decoded {
+                    break DisconnectReason::Protocol(err);
                 }
-            };
-            if let Err(err) = decoded {
-                break DisconnectReason::Protocol(err);
             }
             if !self.stalled.is_empty() {
                 // Still readable, most likely: first in line once there is room.

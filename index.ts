@@ -130,14 +130,28 @@ const received = function (this: { id: number; payload: Buffer }, id: number, pa
 } as unknown as new (id: number, payload: Buffer) => Envelope
 received.prototype = Envelope.prototype
 
+/**
+ * A `Buffer` view on a batch's shared buffer, made directly: it is a `Uint8Array` whose
+ * prototype chain goes through `Buffer.prototype`, which is what a `Buffer` is (`instanceof
+ * Buffer`, `Buffer.isBuffer`, every `Buffer` method, `constructor === Buffer`), without the
+ * argument checks of `Buffer.from(arrayBuffer, offset, length)`: about half its cost.
+ */
+class PayloadView extends Uint8Array {}
+Object.setPrototypeOf(PayloadView.prototype, Buffer.prototype)
+Object.defineProperty(PayloadView.prototype, 'constructor', {
+  value: Buffer,
+  writable: true,
+  configurable: true,
+})
+
 function unpack(batch: native.Batch, out: Envelope[]): void {
   const { data, meta, large } = batch
-  // A view on the shared buffer costs less made from its ArrayBuffer than by `subarray`.
-  const buffer = data.buffer
+  const buffer = data.buffer as ArrayBuffer
   const base = data.byteOffset
   for (let i = 0; i < meta.length; i += 3) {
     const start = meta[i + 1]
-    const payload = start < 0 ? large[meta[i + 2]] : Buffer.from(buffer, base + start, meta[i + 2] - start)
+    const payload =
+      start < 0 ? large[meta[i + 2]] : (new PayloadView(buffer, base + start, meta[i + 2] - start) as Buffer)
     out.push(new received(meta[i], payload))
   }
 }

@@ -1,3 +1,5 @@
+import { inspect } from 'node:util'
+
 import test from 'ava'
 
 import {
@@ -96,6 +98,55 @@ test('frames of 0 B, 1 B and 1 MiB arrive whole', async (t) => {
     t.is(envelope.id, server)
     t.true(envelope.payload.equals(payload), `a payload of ${payload.length} bytes`)
   }
+  mesh.shutdown()
+})
+
+test('received payloads are Buffers in every way a user touches them', async (t) => {
+  const mesh = new Mesh(8, 8)
+  const [client] = await meshPair(mesh)
+  const large = Buffer.alloc(64 * 1024, 7)
+  mesh.send(new Envelope(client, 'abc'))
+  mesh.send(new Envelope(client, large))
+  for (const expected of [Buffer.from('abc'), large]) {
+    const { payload } = await mesh.recv()
+    t.true(payload instanceof Buffer)
+    t.true(Buffer.isBuffer(payload))
+    t.is(payload.constructor, Buffer)
+    t.true(payload.equals(expected))
+    t.is(payload.toString('hex'), expected.toString('hex'))
+    t.is(payload.readUInt8(1), expected[1])
+    t.true(payload.subarray(1).equals(expected.subarray(1)))
+    t.true(Buffer.isBuffer(payload.subarray(1)))
+    t.true(Buffer.isBuffer(payload.slice(1)))
+    t.deepEqual(Buffer.concat([payload, payload]), Buffer.concat([expected, expected]))
+    t.deepEqual(payload.toJSON(), expected.toJSON())
+    t.regex(inspect(payload), /^<Buffer /)
+  }
+  mesh.shutdown()
+})
+
+test('many small frames taken a few at a time arrive once each, in order', async (t) => {
+  // The reactor hands a read's small frames over together; receives of one, of a few and
+  // of many take them in parts.
+  const mesh = new Mesh(5000, 5000)
+  const [client, server] = await meshPair(mesh)
+  for (let n = 0; n < 4000; n++) mesh.send(new Envelope(client, numbered(n)))
+  let next = 0
+  const take = async (envelopes: Envelope[]) => {
+    for (const envelope of envelopes) {
+      t.is(envelope.id, server)
+      t.is(numberOf(envelope.payload), next++)
+    }
+  }
+  while (next < 4000) {
+    await take([await mesh.recv()])
+    await take(await mesh.recvBatch(3))
+    const one = mesh.tryRecv()
+    if (one !== null) await take([one])
+    await take(await mesh.recvBatch(700))
+  }
+  t.is(next, 4000)
+  t.is(mesh.tryRecv(), null)
   mesh.shutdown()
 })
 

@@ -8,9 +8,9 @@
 //!   typed errors (with the envelope the caller still holds).
 //! - Receiving never waits here: `recvBatch` takes what is waiting, and `armRecv` asks the
 //!   environment's waker to run once envelopes arrive.
-//! - A batch hands payloads over with one copy or none: payloads under
-//!   [`SHARED_LIMIT`] bytes are copied into one buffer shared by the batch (JavaScript
-//!   slices it), larger ones become their own `Buffer` without a copy.
+//! - A batch hands payloads over with one copy or none: the reactor's runs of small frames
+//!   and payloads under [`SHARED_LIMIT`] bytes are copied into one buffer shared by the
+//!   batch (JavaScript slices it), larger ones become their own `Buffer` without a copy.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use wiremesh_core::codec::EncodedFrames;
-use wiremesh_core::{DisconnectReason, Envelope, Mesh, SendEncodedError, SendError};
+use wiremesh_core::{Delivery, DisconnectReason, Envelope, Mesh, SendEncodedError, SendError};
 
 use crate::env;
 use crate::transport::NativeConnection;
@@ -337,15 +337,80 @@ fn send_status(result: std::result::Result<(), SendError>) -> SendStatus {
 }
 
 fn take_batch(mesh: &Mesh, max: u32) -> Option<Batch> {
-    let incoming = mesh.incoming();
-    let mut envelopes = Vec::new();
-    while envelopes.len() < max.max(1) as usize {
-        match incoming.try_recv() {
-            Ok(envelope) => envelopes.push(envelope),
-            Err(_) => break,
+    let mut deliveries = Vec::new();
+    match mesh
+        .incoming()
+        .try_recv_deliveries(max as usize, &mut deliveries)
+    {
+        Ok(taken) if taken > 0 => Some(pack(deliveries, taken)),
+        _ => None,
+    }
+}
+
+/// Packs what the reactor delivered for JavaScript: runs of small frames copied whole into
+/// the shared buffer (one copy per run, headers and all, then sliced), single envelopes as
+/// [`batch`] packs them.
+fn pack(deliveries: Vec<Delivery>, frames: usize) -> Batch {
+    let shared_limit = SHARED_LIMIT_NOW.load(Relaxed) as usize;
+    let shared_len: usize = deliveries
+        .iter()
+        .map(|delivery| match delivery {
+            Delivery::Frames { frames, .. } => frames.as_bytes().len(),
+            Delivery::Envelope(envelope) => match envelope.payload().len() {
+                len if len < shared_limit => len,
+                _ => 0,
+            },
+        })
+        .sum();
+    let mut data = Vec::with_capacity(shared_len);
+    let mut meta = Vec::with_capacity(frames * 3);
+    let mut large = Vec::new();
+    for delivery in deliveries {
+        match delivery {
+            Delivery::Frames { id, frames } => {
+                let bytes = frames.as_bytes();
+                let base = data.len();
+                data.extend_from_slice(bytes);
+                for payload in frames.payloads() {
+                    let start = base + (payload.as_ptr() as usize - bytes.as_ptr() as usize);
+                    meta.extend_from_slice(&[
+                        id as f64,
+                        start as f64,
+                        (start + payload.len()) as f64,
+                    ]);
+                }
+            }
+            Delivery::Envelope(envelope) => {
+                let (id, payload) = envelope.into_parts();
+                push_envelope(id, payload, shared_limit, &mut data, &mut meta, &mut large)
+            }
         }
     }
-    (!envelopes.is_empty()).then(|| batch(envelopes, SHARED_LIMIT_NOW.load(Relaxed) as usize))
+    Batch {
+        data: Buffer::from(data),
+        meta: Float64Array::new(meta),
+        large,
+    }
+}
+
+fn push_envelope(
+    id: usize,
+    payload: Vec<u8>,
+    shared_limit: usize,
+    data: &mut Vec<u8>,
+    meta: &mut Vec<f64>,
+    large: &mut Vec<Buffer>,
+) {
+    meta.push(id as f64);
+    if payload.len() < shared_limit {
+        meta.push(data.len() as f64);
+        data.extend_from_slice(&payload);
+        meta.push(data.len() as f64);
+    } else {
+        meta.push(-1.0);
+        meta.push(large.len() as f64);
+        large.push(Buffer::from(payload));
+    }
 }
 
 /// Packs envelopes for JavaScript: small payloads into one shared buffer, large ones as
@@ -361,16 +426,7 @@ fn batch(envelopes: Vec<Envelope>, shared_limit: usize) -> Batch {
     let mut large = Vec::new();
     for envelope in envelopes {
         let (id, payload) = envelope.into_parts();
-        meta.push(id as f64);
-        if payload.len() < shared_limit {
-            meta.push(data.len() as f64);
-            data.extend_from_slice(&payload);
-            meta.push(data.len() as f64);
-        } else {
-            meta.push(-1.0);
-            meta.push(large.len() as f64);
-            large.push(Buffer::from(payload));
-        }
+        push_envelope(id, payload, shared_limit, &mut data, &mut meta, &mut large);
     }
     Batch {
         data: Buffer::from(data),

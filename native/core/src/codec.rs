@@ -184,6 +184,46 @@ impl FrameDecoder {
         Ok(Some(payload))
     }
 
+    /// Takes the whole frames at the front of `input` whose payloads are shorter than
+    /// `payload_below` bytes, as one run in a buffer of their own (one allocation and one
+    /// copy for all of them), or `None` if there is no such frame first.
+    ///
+    /// It takes nothing while a frame is in progress, and stops before a frame that is
+    /// incomplete, large or malformed: [`decode`](Self::decode) takes (or refuses) that
+    /// one. So a reader that calls `decode_run`, then `decode`, in turn until both return
+    /// `None` gets every frame once, in order, with the same errors as from `decode` alone.
+    pub fn decode_run(&self, input: &mut &[u8], payload_below: usize) -> Option<EncodedFrames> {
+        if self.header_filled > 0 || self.body.is_some() {
+            return None;
+        }
+        let (mut at, mut count, mut largest) = (0, 0, 0);
+        while let Some(header) = input.get(at..at + HEADER_LEN) {
+            let len = u32::from_be_bytes(header.try_into().expect("four bytes"));
+            let len = len as usize;
+            if len > self.max_frame_size as usize
+                || len >= payload_below
+                || input.len() - at - HEADER_LEN < len
+            {
+                break;
+            }
+            at += HEADER_LEN + len;
+            count += 1;
+            largest = largest.max(len);
+        }
+        if count == 0 {
+            return None;
+        }
+        let run = EncodedFrames {
+            buf: Arc::from(&input[..at]),
+            start: 0,
+            end: at,
+            count,
+            largest,
+        };
+        *input = &input[at..];
+        Some(run)
+    }
+
     /// Bytes of the payload in progress still to come; 0 while no payload is in progress
     /// (between frames, or within a header).
     pub fn payload_remaining(&self) -> usize {
@@ -381,6 +421,37 @@ impl EncodedFrames {
     /// The payloads, in order.
     pub fn payloads(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.payloads_from(0).map(|(_, payload)| payload)
+    }
+
+    /// Splits the run after its first `n` frames: returns them, and keeps the rest. Both
+    /// share the buffer; nothing is copied.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than [`len`](Self::len).
+    pub fn split_to(&mut self, n: usize) -> EncodedFrames {
+        assert!(n <= self.count, "split past the end of the run");
+        let (mut at, mut largest) = (0, 0);
+        for (end, payload) in self.payloads_from(0).take(n) {
+            at = end;
+            largest = largest.max(payload.len());
+        }
+        let rest_largest = self
+            .payloads_from(at)
+            .map(|(_, p)| p.len())
+            .max()
+            .unwrap_or(0);
+        let head = EncodedFrames {
+            buf: self.buf.clone(),
+            start: self.start,
+            end: self.start + at,
+            count: n,
+            largest,
+        };
+        self.start += at;
+        self.count -= n;
+        self.largest = rest_largest;
+        head
     }
 
     /// The payloads of the frames that end after byte `written` of the run, each with the
@@ -606,5 +677,95 @@ mod tests {
             prop_assert_eq!(decoded, messages);
             prop_assert!(!decoder.is_mid_frame());
         }
+
+        #[test]
+        fn runs_and_single_frames_together_give_back_the_messages_in_order(
+            messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 0..40),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..30),
+            below in 0usize..700,
+            split in any::<prop::sample::Index>(),
+        ) {
+            let mut wire = Vec::new();
+            for message in &messages {
+                encode_frame(message, &mut wire).unwrap();
+            }
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+            points.push(0);
+            points.push(wire.len());
+            points.sort_unstable();
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+            let mut decoded = Vec::new();
+            for pair in points.windows(2) {
+                let mut input = &wire[pair[0]..pair[1]];
+                loop {
+                    if let Some(mut run) = decoder.decode_run(&mut input, below) {
+                        prop_assert!(run.payloads().all(|p| p.len() < below));
+                        prop_assert_eq!(run.largest_payload(), run.payloads().map(<[u8]>::len).max().unwrap());
+                        // A split run gives the same frames, in order.
+                        let head = run.split_to(split.index(run.len() + 1));
+                        decoded.extend(head.payloads().map(<[u8]>::to_vec));
+                        decoded.extend(run.payloads().map(<[u8]>::to_vec));
+                        continue;
+                    }
+                    match decoder.decode(&mut input).unwrap() {
+                        Some(payload) => decoded.push(payload),
+                        None => break,
+                    }
+                }
+            }
+            prop_assert_eq!(decoded, messages);
+            prop_assert!(!decoder.is_mid_frame());
+        }
+    }
+
+    #[test]
+    fn a_run_stops_before_a_large_an_incomplete_or_a_refused_frame() {
+        let mut wire = Vec::new();
+        encode_frame(b"ab", &mut wire).unwrap();
+        encode_frame(b"cde", &mut wire).unwrap();
+        encode_frame(&[7; 10], &mut wire).unwrap();
+        encode_frame(b"f", &mut wire).unwrap();
+        let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        let mut input = &wire[..];
+        let run = decoder.decode_run(&mut input, 10).unwrap();
+        assert_eq!(
+            run.payloads().collect::<Vec<_>>(),
+            [&b"ab"[..], &b"cde"[..]]
+        );
+        assert_eq!(input.len(), 4 + 10 + 4 + 1);
+        // The large frame first: no run.
+        assert!(decoder.decode_run(&mut input, 10).is_none());
+        assert_eq!(input.len(), 4 + 10 + 4 + 1);
+        // An incomplete frame: no run, nothing taken.
+        let mut cut = &wire[..5];
+        assert!(decoder.decode_run(&mut cut, 10).is_none());
+        assert_eq!(cut.len(), 5);
+        // A header over the maximum is left for `decode` to refuse.
+        let decoder = FrameDecoder::new(2);
+        let mut input = &wire[6..];
+        assert!(decoder.decode_run(&mut input, 10).is_none());
+        assert_eq!(input.len(), wire.len() - 6);
+        // Mid-frame, a run never starts.
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        assert_eq!(decoder.decode(&mut &wire[..3]).unwrap(), None);
+        let mut rest = &wire[3..];
+        assert!(decoder.decode_run(&mut rest, 10).is_none());
+    }
+
+    #[test]
+    fn a_split_run_shares_its_buffer_and_keeps_its_counts() {
+        let mut wire = Vec::new();
+        for payload in [&b"a"[..], b"bcdef", b"gh", b""] {
+            encode_frame(payload, &mut wire).unwrap();
+        }
+        let len = wire.len();
+        let mut run = EncodedFrames::new(Arc::from(wire), 0..len).unwrap();
+        let head = run.split_to(2);
+        assert_eq!((head.len(), head.largest_payload()), (2, 5));
+        assert_eq!((run.len(), run.largest_payload()), (2, 2));
+        assert_eq!(run.payloads().collect::<Vec<_>>(), [&b"gh"[..], &b""[..]]);
+        assert!(Arc::ptr_eq(&head.buf, &run.buf));
+        let all = run.split_to(2);
+        assert_eq!((all.len(), run.len(), run.as_bytes().len()), (2, 0, 0));
     }
 }

@@ -6,7 +6,8 @@
 //! - [`codec`]: bytes to frames and back (4-byte big-endian length, then the payload).
 //! - [`transport`]: how connections are made (TCP today) and the [`Connection`] that
 //!   carries a stream with its framing state.
-//! - the reactor (private): one thread, one `mio::Poll`, no locks, bounded queues.
+//! - the reactor (private): one thread, one `mio::Poll`, bounded queues; small frames
+//!   leave it in runs, one buffer per read (the incoming queue, private, and [`Delivery`]).
 //! - [`Mesh`]: the handle a program uses: add and remove connections, send by id, receive
 //!   from all.
 //!
@@ -17,6 +18,7 @@
 pub mod codec;
 mod envelope;
 pub mod error;
+mod incoming;
 mod mesh;
 mod outgoing;
 mod reactor;
@@ -27,6 +29,7 @@ pub use error::{
     AcceptError, AddError, ConnectError, ConnectionError, DisconnectReason, ListenError, RecvError,
     RecvTimeoutError, RemoveError, SendEncodedError, SendError, TryRecvError,
 };
+pub use incoming::Delivery;
 pub use mesh::{Disconnect, Disconnects, Incoming, Mesh, Outgoing, WeakMesh};
 pub use reactor::Notify;
 pub use transport::{Connection, Listener, Stream, TcpTransport, Transport};

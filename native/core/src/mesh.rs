@@ -34,7 +34,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxBuildHasher;
@@ -45,6 +45,7 @@ use crate::error::{
     AddError, DisconnectReason, RecvError, RecvTimeoutError, RemoveError, SendEncodedError,
     SendError, TryRecvError,
 };
+use crate::incoming::{Delivery, IncomingQueue, Waited};
 use crate::outgoing::{OutgoingQueue, PushError};
 use crate::reactor::{self, Channels, Command, Notify, Shared};
 use crate::transport::Connection;
@@ -135,14 +136,14 @@ impl Mesh {
         }
         let (poll, shared) = reactor::new_shared(notify)?;
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
-        let (incoming_tx, incoming_rx) = crossbeam_channel::bounded(incoming_capacity);
+        let incoming = Arc::new(IncomingQueue::new(incoming_capacity));
         let (disconnects_tx, disconnects_rx) = crossbeam_channel::unbounded();
         let thread = reactor::spawn(
             poll,
             shared.clone(),
             Channels {
                 commands: commands_rx,
-                incoming: incoming_tx,
+                incoming: incoming.clone(),
                 disconnects: disconnects_tx,
             },
         )?;
@@ -157,7 +158,7 @@ impl Mesh {
         });
         Ok(Mesh {
             incoming: Incoming {
-                receiver: incoming_rx,
+                queue: incoming,
                 handle: handle.clone(),
             },
             handle,
@@ -422,14 +423,14 @@ impl Outgoing {
 /// A handle that receives envelopes from a mesh. Clones share the queue.
 #[derive(Clone)]
 pub struct Incoming {
-    receiver: Receiver<Envelope>,
+    queue: Arc<IncomingQueue>,
     handle: Arc<Handle>,
 }
 
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
-            .field("waiting", &self.receiver.len())
+            .field("waiting", &self.queue.len())
             .finish()
     }
 }
@@ -437,8 +438,9 @@ impl fmt::Debug for Incoming {
 impl Incoming {
     /// Waits for the next envelope from any connection.
     pub fn recv(&self) -> Result<Envelope, RecvError> {
-        match self.receiver.recv() {
-            Ok(envelope) => Ok(self.took(envelope)),
+        let mut out = Vec::with_capacity(1);
+        match self.queue.take(1, None, &mut out) {
+            Ok(_) => Ok(self.one(out)),
             Err(_) if self.shut_down() => Err(RecvError::Shutdown),
             Err(_) => Err(RecvError::Disconnected),
         }
@@ -446,19 +448,22 @@ impl Incoming {
 
     /// Waits up to `timeout` for the next envelope.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Envelope, RecvTimeoutError> {
-        match self.receiver.recv_timeout(timeout) {
-            Ok(envelope) => Ok(self.took(envelope)),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(RecvTimeoutError::Timeout),
-            Err(_) if self.shut_down() => Err(RecvTimeoutError::Shutdown),
-            Err(_) => Err(RecvTimeoutError::Disconnected),
+        let mut out = Vec::with_capacity(1);
+        let deadline = Instant::now().checked_add(timeout);
+        match self.queue.take(1, deadline, &mut out) {
+            Ok(_) => Ok(self.one(out)),
+            Err(Waited::Timeout) => Err(RecvTimeoutError::Timeout),
+            Err(Waited::Closed) if self.shut_down() => Err(RecvTimeoutError::Shutdown),
+            Err(Waited::Closed) => Err(RecvTimeoutError::Disconnected),
         }
     }
 
     /// Takes the next envelope if one is waiting.
     pub fn try_recv(&self) -> Result<Envelope, TryRecvError> {
-        match self.receiver.try_recv() {
-            Ok(envelope) => Ok(self.took(envelope)),
-            Err(crossbeam_channel::TryRecvError::Empty) => Err(TryRecvError::Empty),
+        let mut out = Vec::with_capacity(1);
+        match self.queue.try_take(1, &mut out) {
+            Ok(0) => Err(TryRecvError::Empty),
+            Ok(_) => Ok(self.one(out)),
             Err(_) if self.shut_down() => Err(TryRecvError::Shutdown),
             Err(_) => Err(TryRecvError::Disconnected),
         }
@@ -471,26 +476,50 @@ impl Incoming {
     /// If `max` is 0.
     pub fn recv_batch(&self, max: usize) -> Result<Vec<Envelope>, RecvError> {
         assert!(max > 0, "recv_batch needs room for at least one envelope");
-        let first = self.recv()?;
-        let mut batch = Vec::with_capacity(max.min(self.receiver.len() + 1));
-        batch.push(first);
-        while batch.len() < max {
-            match self.receiver.try_recv() {
-                Ok(envelope) => batch.push(self.took(envelope)),
-                Err(_) => break,
+        let mut deliveries = Vec::new();
+        match self.queue.take(max, None, &mut deliveries) {
+            Ok(taken) => {
+                self.took();
+                let mut batch = Vec::with_capacity(taken);
+                for delivery in deliveries {
+                    delivery.into_envelopes(&mut batch);
+                }
+                Ok(batch)
             }
+            Err(_) if self.shut_down() => Err(RecvError::Shutdown),
+            Err(_) => Err(RecvError::Disconnected),
         }
-        Ok(batch)
+    }
+
+    /// Takes up to `max` envelopes (at least one) if any are waiting, without waiting, as
+    /// the reactor delivered them: small payloads in runs that share one buffer per read,
+    /// large ones on their own. This is [`try_recv`](Self::try_recv) for a consumer that
+    /// moves many envelopes at once (the Node binding): no allocation or copy per frame.
+    /// Returns the number of envelopes taken (0 if none waits).
+    pub fn try_recv_deliveries(
+        &self,
+        max: usize,
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize, TryRecvError> {
+        match self.queue.try_take(max, out) {
+            Ok(0) => Ok(0),
+            Ok(taken) => {
+                self.took();
+                Ok(taken)
+            }
+            Err(_) if self.shut_down() => Err(TryRecvError::Shutdown),
+            Err(_) => Err(TryRecvError::Disconnected),
+        }
     }
 
     /// Envelopes waiting in the incoming queue.
     pub fn len(&self) -> usize {
-        self.receiver.len()
+        self.queue.len()
     }
 
     /// True if no envelope is waiting.
     pub fn is_empty(&self) -> bool {
-        self.receiver.is_empty()
+        self.queue.is_empty()
     }
 
     /// Asks for the notify hook (see [`Mesh::with_notify`]) to be called when envelopes
@@ -500,16 +529,26 @@ impl Incoming {
         let shared = &self.handle.shared;
         shared.recv_armed.store(true, SeqCst);
         std::sync::atomic::fence(SeqCst);
-        if !self.receiver.is_empty() || shared.stopped.load(SeqCst) {
+        if !self.queue.is_empty() || shared.stopped.load(SeqCst) {
             shared.recv_armed.store(false, SeqCst);
             return false;
         }
         true
     }
 
-    fn took(&self, envelope: Envelope) -> Envelope {
+    /// The one envelope a single receive took.
+    fn one(&self, mut taken: Vec<Delivery>) -> Envelope {
+        self.took();
+        let mut envelopes = Vec::with_capacity(1);
+        taken
+            .pop()
+            .expect("one taken")
+            .into_envelopes(&mut envelopes);
+        envelopes.pop().expect("one frame")
+    }
+
+    fn took(&self) {
         self.handle.shared.made_room();
-        envelope
     }
 
     fn shut_down(&self) -> bool {

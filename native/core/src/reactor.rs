@@ -2,10 +2,10 @@
 //!
 //! # Rules
 //!
-//! - **No locks.** The reactor talks to the rest of the mesh through crossbeam channels
-//!   (commands in, envelopes and disconnect notices out), lock-free queues (each
-//!   connection's [`OutgoingQueue`], the ready list) and atomics. It never waits on a sender
-//!   or a receiver.
+//! - **No waiting.** The reactor talks to the rest of the mesh through crossbeam channels
+//!   (commands in, disconnect notices out), lock-free queues (each connection's
+//!   [`OutgoingQueue`], the ready list), atomics, and the incoming queue, whose one lock is
+//!   held only to move items in or out. It never waits on a sender or a receiver.
 //! - **Drain until `WouldBlock`, fairly.** Sockets are registered edge-triggered for reading
 //!   and writing once, when added. A connection that reports readiness is put on the read
 //!   (or write) list and serviced until `WouldBlock`; one that still has work after its
@@ -20,7 +20,11 @@
 //!   write, payloads uncopied. Frames are taken from a queue only while its connection's
 //!   backlog is small, so a peer that does not read fills its bounded queue and senders get
 //!   `Full`: memory stays bounded.
-//! - **Pause reading when incoming is full.** The envelopes of a read that do not fit the
+//! - **Small frames leave in runs.** The whole small frames of one read go to the incoming
+//!   queue as one [`Delivery`]: one allocation and one copy for all of them, not one per
+//!   frame. A payload of [`RUN_PAYLOAD_LIMIT`] bytes or more leaves in a buffer of its own,
+//!   uncopied (large ones were read straight into it).
+//! - **Pause reading when incoming is full.** The frames of a read that do not fit the
 //!   incoming queue are held (at most one read's worth), and no connection is read until
 //!   the consumer has made room; the kernel buffers then fill and TCP pushes back on the
 //!   peers. A consumer that takes an envelope while reading is paused wakes the reactor, once.
@@ -41,13 +45,14 @@ use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use crossbeam_queue::SegQueue;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustc_hash::FxHashMap;
 
 use crate::envelope::Envelope;
 use crate::error::{DisconnectReason, RemoveError};
+use crate::incoming::{Delivery, IncomingQueue};
 use crate::mesh::Disconnect;
 use crate::outgoing::OutgoingQueue;
 use crate::transport::connection::FRAMES_PER_WRITE;
@@ -59,6 +64,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A payload with at least this many bytes still to come is read straight into its own
 /// buffer rather than through the shared one (one copy fewer).
 const DIRECT_READ: usize = 16 * 1024;
+/// Frames with shorter payloads leave a read together, in one buffer ([`Delivery::Frames`]).
+const RUN_PAYLOAD_LIMIT: usize = 8 * 1024;
 /// Bytes read from one connection before the others get a turn.
 const READ_BUDGET: usize = 4 * READ_CHUNK;
 /// Bytes written to one connection before the others get a turn.
@@ -166,7 +173,7 @@ struct Conn {
 /// The channels a reactor is started with.
 pub(crate) struct Channels {
     pub(crate) commands: Receiver<Command>,
-    pub(crate) incoming: Sender<Envelope>,
+    pub(crate) incoming: Arc<IncomingQueue>,
     pub(crate) disconnects: Sender<Disconnect>,
 }
 
@@ -219,15 +226,15 @@ struct Reactor {
     poll: Poll,
     shared: Arc<Shared>,
     commands: Receiver<Command>,
-    incoming: Sender<Envelope>,
+    incoming: Arc<IncomingQueue>,
     disconnects: Sender<Disconnect>,
     conns: FxHashMap<usize, Conn>,
     read_list: VecDeque<usize>,
     write_list: VecDeque<usize>,
     /// Ids taken from the shared ready list this turn.
     ready: Vec<usize>,
-    /// Envelopes read that did not fit the incoming queue, oldest first.
-    stalled: VecDeque<Envelope>,
+    /// Frames read that did not fit the incoming queue, oldest first.
+    stalled: VecDeque<Delivery>,
     /// Notices that wait for the stalled envelopes to go first.
     held_notices: Vec<Disconnect>,
     scratch: Box<[u8]>,
@@ -476,7 +483,7 @@ impl Reactor {
                             deliver(
                                 &self.incoming,
                                 &mut self.stalled,
-                                Envelope::new(id, payload),
+                                Delivery::Envelope(Envelope::new(id, payload)),
                             );
                         }
                     }
@@ -503,14 +510,23 @@ impl Reactor {
                 };
                 total += n;
                 let mut input = &self.scratch[..n];
+                let decoder = &mut conn.connection.decoder;
                 let decoded = loop {
-                    match conn.connection.decoder.decode(&mut input) {
+                    if let Some(frames) = decoder.decode_run(&mut input, RUN_PAYLOAD_LIMIT) {
+                        conn.large_frames = false;
+                        deliver(
+                            &self.incoming,
+                            &mut self.stalled,
+                            Delivery::Frames { id, frames },
+                        );
+                    }
+                    match decoder.decode(&mut input) {
                         Ok(Some(payload)) => {
                             conn.large_frames = payload.len() >= DIRECT_READ;
                             deliver(
                                 &self.incoming,
                                 &mut self.stalled,
-                                Envelope::new(id, payload),
+                                Delivery::Envelope(Envelope::new(id, payload)),
                             )
                         }
                         Ok(None) => break Ok(()),
@@ -542,25 +558,23 @@ impl Reactor {
         if self.stalled.is_empty() && self.held_notices.is_empty() {
             return;
         }
-        let before = self.stalled.len();
-        self.deliver_stalled();
-        if self.stalled.len() < before {
+        if self.deliver_stalled() {
             // Also called just before sleeping: an armed consumer must hear of these.
             self.shared.notify_if_armed();
         }
     }
 
-    fn deliver_stalled(&mut self) {
-        while let Some(envelope) = self.stalled.pop_front() {
-            match self.incoming.try_send(envelope) {
-                Ok(()) => {}
-                Err(TrySendError::Full(envelope)) => {
-                    self.stalled.push_front(envelope);
-                    return;
-                }
-                // Every receiver is gone: the mesh is shutting down.
-                Err(TrySendError::Disconnected(_)) => self.stalled.clear(),
+    /// Returns true if any frame went in.
+    fn deliver_stalled(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(delivery) = self.stalled.pop_front() {
+            let frames = delivery.len();
+            if let Err(rest) = self.incoming.push(delivery) {
+                moved |= rest.len() < frames;
+                self.stalled.push_front(rest);
+                return moved;
             }
+            moved = true;
         }
         if !self.held_notices.is_empty() {
             for notice in self.held_notices.drain(..) {
@@ -568,6 +582,7 @@ impl Reactor {
             }
             self.shared.notify();
         }
+        moved
     }
 
     /// Stops polling a connection and closes its queue; it ends once the queue settles.
@@ -649,6 +664,8 @@ impl Drop for Reactor {
     /// answer every command still queued.
     fn drop(&mut self) {
         self.shared.stopped.store(true, SeqCst);
+        // Receivers take what is queued, then learn that nothing more will come.
+        self.incoming.close();
         for conn in self.conns.values() {
             conn.queue.close();
         }
@@ -666,15 +683,13 @@ impl Drop for Reactor {
     }
 }
 
-fn deliver(incoming: &Sender<Envelope>, stalled: &mut VecDeque<Envelope>, envelope: Envelope) {
+fn deliver(incoming: &IncomingQueue, stalled: &mut VecDeque<Delivery>, delivery: Delivery) {
     if !stalled.is_empty() {
-        stalled.push_back(envelope);
+        stalled.push_back(delivery);
         return;
     }
-    match incoming.try_send(envelope) {
-        Ok(()) => {}
-        Err(TrySendError::Full(envelope)) => stalled.push_back(envelope),
-        Err(TrySendError::Disconnected(_)) => {}
+    if let Err(rest) = incoming.push(delivery) {
+        stalled.push_back(rest);
     }
 }
 

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use util::*;
-use wiremesh_core::{Envelope, Mesh, SendError, TcpTransport};
+use wiremesh_core::{Delivery, Envelope, Mesh, SendError, TcpTransport};
 
 #[test]
 fn a_peer_that_never_reads_fills_its_queue_while_another_keeps_delivering() {
@@ -131,4 +131,80 @@ fn reading_pauses_while_incoming_is_full_and_the_peer_is_pushed_back() {
         std::io::ErrorKind::WouldBlock,
         "the mesh sent nothing back"
     );
+}
+
+#[test]
+fn small_frames_arrive_in_runs_and_the_incoming_queue_never_holds_more_than_its_capacity() {
+    const TOTAL: u64 = 5_000;
+    let transport = TcpTransport::default();
+    let mesh = Mesh::new(100, 4).unwrap();
+    let (mut raw, id) = raw_peer(&mesh, &transport);
+    let mut wire = Vec::new();
+    for i in 0..TOTAL {
+        wire.extend(frame(&numbered(i, 16)));
+    }
+    // A large frame in the middle leaves on its own, in its place.
+    let large = 2_500;
+    let mut wire_with_large = Vec::new();
+    let split = (4 + 16) * large as usize;
+    wire_with_large.extend(&wire[..split]);
+    wire_with_large.extend(frame(&numbered(u64::MAX, 64 * 1024)));
+    wire_with_large.extend(&wire[split..]);
+    let writer = thread::spawn(move || {
+        std::io::Write::write_all(&mut raw, &wire_with_large).unwrap();
+        raw
+    });
+    let incoming = mesh.incoming();
+    let deadline = Instant::now() + PATIENCE;
+    while incoming.len() < 100 {
+        assert!(Instant::now() < deadline, "the queue never filled");
+        thread::sleep(Duration::from_millis(1));
+    }
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        incoming.len(),
+        100,
+        "a run is split at the capacity, not queued whole"
+    );
+
+    // Deliveries taken: runs, their parts, and single envelopes.
+    let (mut next, mut runs, mut saw_large) = (0u64, 0, false);
+    let mut deliveries = Vec::new();
+    while next < TOTAL {
+        deliveries.clear();
+        match incoming.try_recv_deliveries(37, &mut deliveries) {
+            Ok(0) => thread::sleep(Duration::from_millis(1)),
+            Ok(taken) => {
+                assert!(taken <= 37);
+                assert_eq!(deliveries.iter().map(Delivery::len).sum::<usize>(), taken);
+                for delivery in deliveries.drain(..) {
+                    assert_eq!(delivery.id(), id);
+                    runs += 1;
+                    if let Delivery::Frames { frames, .. } = &delivery {
+                        assert!(frames.largest_payload() < 64 * 1024);
+                    }
+                    let mut envelopes = Vec::new();
+                    delivery.into_envelopes(&mut envelopes);
+                    for envelope in envelopes {
+                        if next == large && !saw_large {
+                            assert_eq!(envelope.payload().len(), 64 * 1024);
+                            assert_eq!(number(envelope.payload()), u64::MAX);
+                            saw_large = true;
+                            continue;
+                        }
+                        assert_eq!(number(envelope.payload()), next);
+                        next += 1;
+                    }
+                }
+            }
+            Err(err) => panic!("{err:?}"),
+        }
+        assert!(Instant::now() < deadline + PATIENCE, "stuck at {next}");
+    }
+    assert!(saw_large);
+    assert!(
+        runs < TOTAL as usize / 10,
+        "{runs} deliveries for {TOTAL} frames: small frames should travel together"
+    );
+    drop(writer.join().unwrap());
 }

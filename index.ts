@@ -10,6 +10,7 @@
  * @packageDocumentation
  */
 
+import { Buffer } from 'node:buffer'
 import { EventEmitter } from 'node:events'
 
 import * as native from './binding.js'
@@ -144,6 +145,26 @@ Object.defineProperty(PayloadView.prototype, 'constructor', {
   configurable: true,
 })
 
+/** The most envelopes one native call hands over (its `meta` has room for as many). */
+const BATCH_MAX = 4096
+
+/** Makes the envelopes `meshRecvBatch` described in `meta` and `buffers` (see there). */
+function unpackReceived(buffers: Uint8Array[], meta: Float64Array, out: Envelope[]): void {
+  let index = -1
+  let buffer: ArrayBuffer = EMPTY.buffer as ArrayBuffer
+  let base = 0
+  for (let i = 1, end = 1 + 4 * meta[0]; i < end; i += 4) {
+    if (meta[i + 1] !== index) {
+      index = meta[i + 1]
+      buffer = buffers[index].buffer as ArrayBuffer
+      base = buffers[index].byteOffset
+    }
+    const start = meta[i + 2]
+    out.push(new received(meta[i], new PayloadView(buffer, base + start, meta[i + 3] - start) as Buffer))
+  }
+}
+
+/** Makes the envelopes of a disconnect notice's batch. */
 function unpack(batch: native.Batch, out: Envelope[]): void {
   const { data, meta, large } = batch
   const buffer = data.buffer as ArrayBuffer
@@ -418,6 +439,11 @@ class MeshState {
    * and `TooLarge` are exact at the call, without crossing into native code per send.
    */
   readonly credits = new Map<number, Credit>()
+  /** Where `meshRecvBatch` describes the envelopes it hands over; reused by every call. */
+  readonly meta = new Float64Array(1 + 4 * BATCH_MAX)
+  /** The credit last used, and its id (0: none): a stream to one connection skips the map. */
+  lastCreditId = 0
+  lastCredit: Credit | undefined = undefined
   /** Envelopes refused at a flush because their connection had gone: they join its notice. */
   readonly orphans = new Map<number, Envelope[]>()
 
@@ -429,12 +455,14 @@ class MeshState {
   /** Queues a payload for connection `id` (after any waiting `sendWait`s: see `Mesh.send`). */
   enqueue(id: number, payload: Buffer): number {
     if (this.shutdownCalled) return native.meshSend(this.hot, id, payload)
-    let credit = this.credits.get(id)
+    let credit = id === this.lastCreditId ? this.lastCredit : this.credits.get(id)
     if (credit === undefined || credit.room === 0) {
       const status = this.refill(id)
       if (status !== SEND_OK) return status
       credit = this.credits.get(id) as Credit
     }
+    this.lastCreditId = id
+    this.lastCredit = credit
     const length = payload.length
     if (length > credit.max) return SEND_TOO_LARGE
     if (length >= DIRECT_MIN) {
@@ -472,7 +500,18 @@ class MeshState {
     return SEND_OK
   }
 
-  /** Asks the native queue of `id` for its room (after a flush, so the outbox counts in it). */
+  forgetCredit(id: number): void {
+    this.credits.delete(id)
+    if (id === this.lastCreditId) {
+      this.lastCreditId = 0
+      this.lastCredit = undefined
+    }
+  }
+
+  /**
+   * Asks the native queue of `id` for its room, after a flush (so the outbox counts in
+   * it, and frames the reactor has written since make room).
+   */
   refill(id: number): number {
     this.flush()
     const room = native.meshRoom(this.hot, id)
@@ -518,7 +557,7 @@ class MeshState {
         at += 4 + length
       }
       if (pairs[i + 1] === SEND_FULL) {
-        this.credits.delete(id)
+        this.forgetCredit(id)
         this.requeue(id, envelopes)
       } else {
         let orphans = this.orphans.get(id)
@@ -553,9 +592,9 @@ class MeshState {
     if (this.readyHead === this.ready.length) {
       this.ready.length = 0
       this.readyHead = 0
-      const batch = native.meshRecvBatch(this.hot, PREFETCH)
-      if (batch === null) return undefined
-      unpack(batch, this.ready)
+      const buffers = native.meshRecvBatch(this.hot, PREFETCH, this.meta)
+      if (buffers === null) return undefined
+      unpackReceived(buffers, this.meta, this.ready)
     }
     const envelope = this.ready[this.readyHead]
     this.ready[this.readyHead++] = undefined as unknown as Envelope
@@ -569,9 +608,11 @@ class MeshState {
       if (this.readyHead === this.ready.length) {
         this.ready.length = 0
         this.readyHead = 0
-        const batch = native.meshRecvBatch(this.hot, Math.max(max - out.length, 1))
-        if (batch === null) break
-        unpack(batch, this.ready)
+        // The native side hands over at most what is asked: straight into `out`.
+        const buffers = native.meshRecvBatch(this.hot, Math.max(Math.min(max - out.length, BATCH_MAX), 1), this.meta)
+        if (buffers === null) break
+        unpackReceived(buffers, this.meta, out)
+        continue
       }
       out.push(this.ready[this.readyHead])
       this.ready[this.readyHead++] = undefined as unknown as Envelope
@@ -636,7 +677,7 @@ class MeshState {
         unsent.push(...orphans)
         this.orphans.delete(notice.id)
       }
-      this.credits.delete(notice.id)
+      this.forgetCredit(notice.id)
       const error = new DisconnectError(notice.kind as DisconnectErrorKind, notice.message, notice.id, unsent)
       for (const ref of this.handles) {
         const mesh = ref.deref()
@@ -816,7 +857,7 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     const state = this.#state
     // What was sent before leaves with the connection.
     state.flush()
-    state.credits.delete(id)
+    state.forgetCredit(id)
     const handle = state.native.remove(id)
     if (handle === null) throw new RemoveError(RemoveErrorKind.NotFound, `no connection with id ${id}`)
     return new Connection(handle)
@@ -826,8 +867,11 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
   send(envelope: Envelope): void {
     if (!(envelope instanceof Envelope)) throw invalidArgType('envelope', 'an Envelope', envelope)
     const state = this.#state
-    const waiting = state.roomWaiters.get(envelope.id)
-    if (waiting !== undefined && waiting.length > 0) throw sendError(SEND_FULL, envelope)
+    if (state.roomWaiters.size !== 0) {
+      // Envelopes to this id wait for room already: this one must not overtake them.
+      const waiting = state.roomWaiters.get(envelope.id)
+      if (waiting !== undefined && waiting.length > 0) throw sendError(SEND_FULL, envelope)
+    }
     const status = state.enqueue(envelope.id, envelope.payload)
     if (status !== SEND_OK) throw sendError(status, envelope)
   }

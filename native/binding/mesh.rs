@@ -169,13 +169,6 @@ impl NativeMesh {
         send_status(self.mesh.send(Envelope::new(id as usize, payload.to_vec())))
     }
 
-    /// Up to `max` waiting envelopes, or `null` if none is waiting. `index.js` calls
-    /// [`mesh_recv_batch`] instead.
-    #[napi]
-    pub fn recv_batch(&self, max: u32) -> Option<Batch> {
-        take_batch(&self.mesh, max)
-    }
-
     /// Asks for a wake once envelopes arrive. False if some wait already, or the mesh has
     /// stopped: take them (or the error) now.
     #[napi]
@@ -319,10 +312,114 @@ pub fn mesh_max_frame_size(hot: &External<HotMesh>, id: f64) -> f64 {
     }
 }
 
-/// `NativeMesh.recvBatch` through the hot-path handle.
-#[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, max: number")]
-pub fn mesh_recv_batch(hot: &External<HotMesh>, max: u32) -> Option<Batch> {
-    take_batch(&hot.mesh, max)
+/// Takes up to `max` waiting envelopes (and no more than `meta` has room for), or returns
+/// `null` if none is waiting. `meta[0]` gets the number taken; then each envelope has four
+/// numbers, `[id, buffer, start, end]`: its payload is bytes `start..end` of
+/// `buffers[buffer]`, the array returned.
+#[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, max: number, meta: Float64Array")]
+pub fn mesh_recv_batch(
+    hot: &External<HotMesh>,
+    max: u32,
+    mut meta: Float64ArraySlice,
+) -> Result<Option<Vec<Uint8Array>>> {
+    // SAFETY: the JavaScript thread is in this call; nothing else touches `meta` meanwhile.
+    let meta = unsafe { meta.as_mut() };
+    let room = meta.len().saturating_sub(1) / 4;
+    if room == 0 {
+        return Err(Error::new(Status::InvalidArg, "no room in meta"));
+    }
+    let mut deliveries = Vec::new();
+    let taken = match hot
+        .mesh
+        .incoming()
+        .try_recv_deliveries((max.max(1) as usize).min(room), &mut deliveries)
+    {
+        Ok(taken) if taken > 0 => taken,
+        _ => return Ok(None),
+    };
+    meta[0] = taken as f64;
+    Ok(Some(hand_over(deliveries, &mut meta[1..])))
+}
+
+/// Hands what the reactor delivered to JavaScript, copying as little as possible: a run of
+/// small frames that nothing else shares is handed over whole, uncopied (its buffer is
+/// freed when JavaScript lets go of the last payload); payloads of [`SHARED_LIMIT`] bytes
+/// and more too, as their own buffers. Small payloads that came alone, and parts of runs
+/// split by `max`, are copied into one buffer shared by the batch.
+fn hand_over(deliveries: Vec<Delivery>, meta: &mut [f64]) -> Vec<Uint8Array> {
+    let shared_limit = SHARED_LIMIT_NOW.load(Relaxed) as usize;
+    let mut buffers = Vec::new();
+    let mut shared: Vec<u8> = Vec::new();
+    // Frames whose payload is in `shared`, which goes last, once its index is known.
+    let mut in_shared = Vec::new();
+    let mut frame = 0;
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        match delivery {
+            Delivery::Frames { id, frames } => {
+                let base = frames.as_bytes().as_ptr() as usize;
+                offsets.clear();
+                offsets.extend(frames.payloads().map(|p| {
+                    let start = p.as_ptr() as usize - base;
+                    (start, start + p.len())
+                }));
+                let (mut buf, range) = frames.into_parts();
+                let (index, at) = match Arc::get_mut(&mut buf) {
+                    Some(bytes) => {
+                        // Nothing else holds the buffer: JavaScript may have it.
+                        let ptr = bytes[range.clone()].as_mut_ptr();
+                        // SAFETY: `ptr` points at `range.len()` bytes of `buf`, which nothing
+                        // else can reach; the finalizer owns `buf` until JavaScript lets go.
+                        buffers.push(unsafe {
+                            Uint8Array::with_external_data(ptr, range.len(), move |_, _| drop(buf))
+                        });
+                        (buffers.len() - 1, 0)
+                    }
+                    None => {
+                        let at = shared.len();
+                        shared.extend_from_slice(&buf[range]);
+                        in_shared.extend(frame..frame + offsets.len());
+                        (usize::MAX, at)
+                    }
+                };
+                for &(start, end) in &offsets {
+                    write_meta(meta, frame, id, index, at + start, at + end);
+                    frame += 1;
+                }
+            }
+            Delivery::Envelope(envelope) => {
+                let (id, payload) = envelope.into_parts();
+                let len = payload.len();
+                if len < shared_limit {
+                    let at = shared.len();
+                    shared.extend_from_slice(&payload);
+                    in_shared.push(frame);
+                    write_meta(meta, frame, id, usize::MAX, at, at + len);
+                } else {
+                    write_meta(meta, frame, id, buffers.len(), 0, len);
+                    buffers.push(Uint8Array::new(payload));
+                }
+                frame += 1;
+            }
+        }
+    }
+    if !in_shared.is_empty() {
+        let index = buffers.len() as f64;
+        for frame in in_shared {
+            meta[4 * frame + 1] = index;
+        }
+        buffers.push(Uint8Array::new(shared));
+    }
+    buffers
+}
+
+fn write_meta(meta: &mut [f64], frame: usize, id: usize, buffer: usize, start: usize, end: usize) {
+    meta[4 * frame..4 * frame + 4].copy_from_slice(&[
+        id as f64,
+        buffer as f64,
+        start as f64,
+        end as f64,
+    ]);
 }
 
 fn send_status(result: std::result::Result<(), SendError>) -> SendStatus {
@@ -333,63 +430,6 @@ fn send_status(result: std::result::Result<(), SendError>) -> SendStatus {
         Err(SendError::Disconnected(_)) => SendStatus::Disconnected,
         Err(SendError::TooLarge(_)) => SendStatus::TooLarge,
         Err(SendError::Io(_)) => SendStatus::IoError,
-    }
-}
-
-fn take_batch(mesh: &Mesh, max: u32) -> Option<Batch> {
-    let mut deliveries = Vec::new();
-    match mesh
-        .incoming()
-        .try_recv_deliveries(max as usize, &mut deliveries)
-    {
-        Ok(taken) if taken > 0 => Some(pack(deliveries, taken)),
-        _ => None,
-    }
-}
-
-/// Packs what the reactor delivered for JavaScript: runs of small frames copied whole into
-/// the shared buffer (one copy per run, headers and all, then sliced), single envelopes as
-/// [`batch`] packs them.
-fn pack(deliveries: Vec<Delivery>, frames: usize) -> Batch {
-    let shared_limit = SHARED_LIMIT_NOW.load(Relaxed) as usize;
-    let shared_len: usize = deliveries
-        .iter()
-        .map(|delivery| match delivery {
-            Delivery::Frames { frames, .. } => frames.as_bytes().len(),
-            Delivery::Envelope(envelope) => match envelope.payload().len() {
-                len if len < shared_limit => len,
-                _ => 0,
-            },
-        })
-        .sum();
-    let mut data = Vec::with_capacity(shared_len);
-    let mut meta = Vec::with_capacity(frames * 3);
-    let mut large = Vec::new();
-    for delivery in deliveries {
-        match delivery {
-            Delivery::Frames { id, frames } => {
-                let bytes = frames.as_bytes();
-                let base = data.len();
-                data.extend_from_slice(bytes);
-                for payload in frames.payloads() {
-                    let start = base + (payload.as_ptr() as usize - bytes.as_ptr() as usize);
-                    meta.extend_from_slice(&[
-                        id as f64,
-                        start as f64,
-                        (start + payload.len()) as f64,
-                    ]);
-                }
-            }
-            Delivery::Envelope(envelope) => {
-                let (id, payload) = envelope.into_parts();
-                push_envelope(id, payload, shared_limit, &mut data, &mut meta, &mut large)
-            }
-        }
-    }
-    Batch {
-        data: Buffer::from(data),
-        meta: Float64Array::new(meta),
-        large,
     }
 }
 

@@ -423,6 +423,11 @@ impl EncodedFrames {
         self.payloads_from(0).map(|(_, payload)| payload)
     }
 
+    /// The buffer and the range of it the run covers.
+    pub fn into_parts(self) -> (Arc<[u8]>, Range<usize>) {
+        (self.buf, self.start..self.end)
+    }
+
     /// Splits the run after its first `n` frames: returns them, and keeps the rest. Both
     /// share the buffer; nothing is copied.
     ///

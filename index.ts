@@ -104,7 +104,11 @@ const EMPTY = Buffer.alloc(0)
 export class Envelope {
   /** The connection's id. */
   readonly id: number
-  /** The payload. */
+  /**
+   * The payload. A received one under 8 KiB is a view on memory shared with the other small
+   * payloads of the same read, freed when the last of them is collected: copy it
+   * (`Buffer.from(payload)`) to keep it long on its own.
+   */
   payload: Buffer
 
   /** An envelope for connection `id`; a string payload is encoded as UTF-8. */

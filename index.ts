@@ -152,7 +152,7 @@ Object.defineProperty(PayloadView.prototype, 'constructor', {
 /** The most envelopes one native call hands over (its `meta` has room for as many). */
 const BATCH_MAX = 4096
 
-/** Makes the envelopes `meshRecvBatch` described in `meta` and `buffers` (see there). */
+/** Makes the envelopes `meshRecvBatch` (or a disconnect notice) laid out in `meta` and `buffers`. */
 function unpackReceived(buffers: Uint8Array[], meta: Float64Array, out: Envelope[]): void {
   let index = -1
   let buffer: ArrayBuffer = EMPTY.buffer as ArrayBuffer
@@ -165,19 +165,6 @@ function unpackReceived(buffers: Uint8Array[], meta: Float64Array, out: Envelope
     }
     const start = meta[i + 2]
     out.push(new received(meta[i], new PayloadView(buffer, base + start, meta[i + 3] - start) as Buffer))
-  }
-}
-
-/** Makes the envelopes of a disconnect notice's batch. */
-function unpack(batch: native.Batch, out: Envelope[]): void {
-  const { data, meta, large } = batch
-  const buffer = data.buffer as ArrayBuffer
-  const base = data.byteOffset
-  for (let i = 0; i < meta.length; i += 3) {
-    const start = meta[i + 1]
-    const payload =
-      start < 0 ? large[meta[i + 2]] : (new PayloadView(buffer, base + start, meta[i + 2] - start) as Buffer)
-    out.push(new received(meta[i], payload))
   }
 }
 
@@ -504,6 +491,7 @@ class MeshState {
     return SEND_OK
   }
 
+  /** Drops the credit of `id` (its connection went, or its room must be asked again). */
   forgetCredit(id: number): void {
     this.credits.delete(id)
     if (id === this.lastCreditId) {
@@ -675,7 +663,7 @@ class MeshState {
     this.flush()
     for (const notice of this.native.takeDisconnects()) {
       const unsent: Envelope[] = []
-      if (notice.unsent) unpack(notice.unsent, unsent)
+      if (notice.unsent) unpackReceived(notice.unsent.buffers, notice.unsent.meta, unsent)
       const orphans = this.orphans.get(notice.id)
       if (orphans !== undefined) {
         unsent.push(...orphans)

@@ -8,9 +8,11 @@
 //!   typed errors (with the envelope the caller still holds).
 //! - Receiving never waits here: `recvBatch` takes what is waiting, and `armRecv` asks the
 //!   environment's waker to run once envelopes arrive.
-//! - A batch hands payloads over with one copy or none: the reactor's runs of small frames
-//!   and payloads under [`SHARED_LIMIT`] bytes are copied into one buffer shared by the
-//!   batch (JavaScript slices it), larger ones become their own `Buffer` without a copy.
+//! - Payloads are handed over with one copy or none ([`hand_over`]): a run of small frames
+//!   from one read becomes the payloads' buffer as it is; payloads of [`SHARED_LIMIT`]
+//!   bytes and more are their own buffers; only what is left (small frames that arrived
+//!   alone, parts of runs) is copied into one buffer per batch. JavaScript makes a view
+//!   per payload from the layout written into `meta`.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
@@ -65,13 +67,12 @@ pub enum AddStatus {
     Busy = -3,
 }
 
-/// Envelopes taken together: `meta` holds three numbers per envelope, `[id, start, end]`
-/// slicing `data`, or `[id, -1, index]` naming a buffer of `large`.
+/// Envelopes handed over together, laid out as [`mesh_recv_batch`] lays them out: `meta[0]`
+/// is their number, then `[id, buffer, start, end]` for each.
 #[napi(object)]
 pub struct Batch {
-    pub data: Buffer,
+    pub buffers: Vec<Uint8Array>,
     pub meta: Float64Array,
-    pub large: Vec<Buffer>,
 }
 
 /// A connection the reactor removed by itself.
@@ -199,8 +200,16 @@ impl NativeMesh {
                 DisconnectReason::Protocol(_) => ("Protocol", notice.reason.to_string()),
                 DisconnectReason::Io(_) => ("IoError", notice.reason.to_string()),
             };
-            let unsent =
-                (!notice.unsent.is_empty()).then(|| batch(notice.unsent, SHARED_LIMIT as usize));
+            let unsent = (!notice.unsent.is_empty()).then(|| {
+                let mut meta = vec![0.0; 1 + 4 * notice.unsent.len()];
+                meta[0] = notice.unsent.len() as f64;
+                let deliveries = notice.unsent.into_iter().map(Delivery::Envelope).collect();
+                let buffers = hand_over(deliveries, &mut meta[1..]);
+                Batch {
+                    buffers,
+                    meta: Float64Array::new(meta),
+                }
+            });
             notices.push(DisconnectNotice {
                 id: notice.id as f64,
                 kind: kind.into(),
@@ -430,47 +439,5 @@ fn send_status(result: std::result::Result<(), SendError>) -> SendStatus {
         Err(SendError::Disconnected(_)) => SendStatus::Disconnected,
         Err(SendError::TooLarge(_)) => SendStatus::TooLarge,
         Err(SendError::Io(_)) => SendStatus::IoError,
-    }
-}
-
-fn push_envelope(
-    id: usize,
-    payload: Vec<u8>,
-    shared_limit: usize,
-    data: &mut Vec<u8>,
-    meta: &mut Vec<f64>,
-    large: &mut Vec<Buffer>,
-) {
-    meta.push(id as f64);
-    if payload.len() < shared_limit {
-        meta.push(data.len() as f64);
-        data.extend_from_slice(&payload);
-        meta.push(data.len() as f64);
-    } else {
-        meta.push(-1.0);
-        meta.push(large.len() as f64);
-        large.push(Buffer::from(payload));
-    }
-}
-
-/// Packs envelopes for JavaScript: small payloads into one shared buffer, large ones as
-/// their own buffers, uncopied.
-fn batch(envelopes: Vec<Envelope>, shared_limit: usize) -> Batch {
-    let shared_len: usize = envelopes
-        .iter()
-        .map(|e| e.payload().len())
-        .filter(|&len| len < shared_limit)
-        .sum();
-    let mut data = Vec::with_capacity(shared_len);
-    let mut meta = Vec::with_capacity(envelopes.len() * 3);
-    let mut large = Vec::new();
-    for envelope in envelopes {
-        let (id, payload) = envelope.into_parts();
-        push_envelope(id, payload, shared_limit, &mut data, &mut meta, &mut large);
-    }
-    Batch {
-        data: Buffer::from(data),
-        meta: Float64Array::new(meta),
-        large,
     }
 }

@@ -660,20 +660,27 @@ mod tests {
         assert_eq!(frames[0].capacity(), len);
     }
 
+    /// The frames of `messages` on the wire, and the points to cut it at (sorted, with its
+    /// start and end).
+    fn encode_and_cut(messages: &[Vec<u8>], cuts: &[prop::sample::Index]) -> (Vec<u8>, Vec<usize>) {
+        let mut wire = Vec::new();
+        for message in messages {
+            encode_frame(message, &mut wire).unwrap();
+        }
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+        points.push(0);
+        points.push(wire.len());
+        points.sort_unstable();
+        (wire, points)
+    }
+
     proptest! {
         #[test]
         fn encode_rechunk_decode_gives_back_the_messages(
             messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 0..40),
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..30),
         ) {
-            let mut wire = Vec::new();
-            for message in &messages {
-                encode_frame(message, &mut wire).unwrap();
-            }
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
-            points.push(0);
-            points.push(wire.len());
-            points.sort_unstable();
+            let (wire, points) = encode_and_cut(&messages, &cuts);
             let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
             let mut decoded = Vec::new();
             for pair in points.windows(2) {
@@ -690,14 +697,7 @@ mod tests {
             below in 0usize..700,
             split in any::<prop::sample::Index>(),
         ) {
-            let mut wire = Vec::new();
-            for message in &messages {
-                encode_frame(message, &mut wire).unwrap();
-            }
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
-            points.push(0);
-            points.push(wire.len());
-            points.sort_unstable();
+            let (wire, points) = encode_and_cut(&messages, &cuts);
             let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
             let mut decoded = Vec::new();
             for pair in points.windows(2) {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use wiremesh_core::codec::EncodedFrames;
+use wiremesh_core::codec::{EncodedFrames, FramesRef};
 use wiremesh_core::{Delivery, DisconnectReason, Envelope, Mesh, SendEncodedError, SendError};
 
 use crate::env;
@@ -233,10 +233,12 @@ impl NativeMesh {
     }
 }
 
-/// `NativeMesh.send` through the hot-path handle.
+/// `NativeMesh.send` through the hot-path handle, for one (large) payload: written straight
+/// from the JavaScript buffer when the reactor is asleep and nothing is queued ahead
+/// (`Mesh::write`), else copied and queued.
 #[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, id: number, payload: Buffer")]
 pub fn mesh_send(hot: &External<HotMesh>, id: f64, payload: BufferSlice) -> SendStatus {
-    send_status(hot.mesh.send(Envelope::new(id as usize, payload.to_vec())))
+    send_status(hot.mesh.write(id as usize, &payload))
 }
 
 /// Queues many frames for many connections with one copy: `bytes[..len]` holds whole
@@ -263,6 +265,17 @@ pub fn mesh_send_encoded(
             "a batch out of its buffers' bounds",
         ));
     }
+    if count == 1 && runs[1] as usize == len {
+        // One connection: written from the outbox itself when the reactor is asleep (the
+        // system call that would have woken it), else copied and queued.
+        let frames = FramesRef::new(&bytes[..len])
+            .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?;
+        let status = match hot.mesh.write_encoded(runs[0] as usize, frames) {
+            Ok(()) => return Ok(None),
+            Err(err) => encoded_status(err),
+        };
+        return Ok(Some(vec![0.0, status as i32 as f64]));
+    }
     let buf: Arc<[u8]> = Arc::from(&bytes[..len]);
     let mut encoded = Vec::with_capacity(count);
     let mut start = 0;
@@ -286,16 +299,22 @@ pub fn mesh_send_encoded(
     for (index, (id, frames)) in encoded.into_iter().enumerate() {
         let status = match hot.mesh.send_encoded(id, frames) {
             Ok(()) => continue,
-            Err(SendEncodedError::NotFound(_)) => SendStatus::NotFound,
-            Err(SendEncodedError::Full(_)) => SendStatus::Full,
-            Err(SendEncodedError::Disconnected(_)) => SendStatus::Disconnected,
-            Err(SendEncodedError::TooLarge(_)) => SendStatus::TooLarge,
-            // Queued; the reactor could not be woken (it has stopped).
-            Err(SendEncodedError::Io(_)) => SendStatus::IoError,
+            Err(err) => encoded_status(err),
         };
         refused.extend([index as f64, status as i32 as f64]);
     }
     Ok((!refused.is_empty()).then_some(refused))
+}
+
+fn encoded_status(err: SendEncodedError) -> SendStatus {
+    match err {
+        SendEncodedError::NotFound(_) => SendStatus::NotFound,
+        SendEncodedError::Full(_) => SendStatus::Full,
+        SendEncodedError::Disconnected(_) => SendStatus::Disconnected,
+        SendEncodedError::TooLarge(_) => SendStatus::TooLarge,
+        // Queued; the reactor could not be woken (it has stopped).
+        SendEncodedError::Io(_) => SendStatus::IoError,
+    }
 }
 
 /// How many frames connection `id` can take now (0 or more), or minus a [`SendStatus`]:

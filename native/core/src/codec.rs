@@ -367,15 +367,28 @@ impl fmt::Display for MalformedFrames {
 
 impl std::error::Error for MalformedFrames {}
 
-impl EncodedFrames {
-    /// The frames in `buf[range]`, checked to be whole: every header is followed by as many
-    /// bytes as it announces, and the last frame ends exactly at the end of the range.
-    ///
-    /// # Panics
-    ///
-    /// If `range` is out of `buf`'s bounds.
-    pub fn new(buf: Arc<[u8]>, range: Range<usize>) -> Result<Self, MalformedFrames> {
-        let bytes = &buf[range.clone()];
+/// Whole encoded frames in a borrowed buffer: [`EncodedFrames`] without the ownership,
+/// for sending straight from the caller's bytes
+/// ([`Mesh::write_encoded`](crate::Mesh::write_encoded)).
+#[derive(Clone, Copy)]
+pub struct FramesRef<'a> {
+    bytes: &'a [u8],
+    count: usize,
+    largest: usize,
+}
+
+impl fmt::Debug for FramesRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramesRef")
+            .field("frames", &self.count)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl<'a> FramesRef<'a> {
+    /// The frames in `bytes`, checked as [`EncodedFrames::new`] checks them.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, MalformedFrames> {
         let (mut at, mut count, mut largest) = (0, 0, 0);
         while at < bytes.len() {
             let Some(header) = bytes.get(at..at + HEADER_LEN) else {
@@ -389,6 +402,62 @@ impl EncodedFrames {
             count += 1;
             largest = largest.max(len);
         }
+        Ok(FramesRef {
+            bytes,
+            count,
+            largest,
+        })
+    }
+
+    /// The number of frames.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if there is no frame.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The frames' bytes, headers included.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The length of the longest payload.
+    pub fn largest_payload(&self) -> usize {
+        self.largest
+    }
+
+    /// The frames that end after byte `written`, copied into a run of their own, and the
+    /// bytes of its first frame already written: what is left to send.
+    pub(crate) fn rest_after(&self, written: usize) -> (EncodedFrames, usize) {
+        let mut start = 0;
+        while start < self.bytes.len() {
+            let header = &self.bytes[start..start + HEADER_LEN];
+            let end = start
+                + HEADER_LEN
+                + u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
+            if end > written {
+                break;
+            }
+            start = end;
+        }
+        let rest = &self.bytes[start..];
+        let frames = EncodedFrames::new(Arc::from(rest), 0..rest.len()).expect("whole frames");
+        (frames, written - start)
+    }
+}
+
+impl EncodedFrames {
+    /// The frames in `buf[range]`, checked to be whole: every header is followed by as many
+    /// bytes as it announces, and the last frame ends exactly at the end of the range.
+    ///
+    /// # Panics
+    ///
+    /// If `range` is out of `buf`'s bounds.
+    pub fn new(buf: Arc<[u8]>, range: Range<usize>) -> Result<Self, MalformedFrames> {
+        let FramesRef { count, largest, .. } = FramesRef::new(&buf[range.clone()])?;
         Ok(EncodedFrames {
             start: range.start,
             end: range.end,

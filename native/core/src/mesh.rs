@@ -7,6 +7,13 @@
 //!   and are never reused by a mesh, so a stale id can never reach another peer.
 //! - [`Mesh::send`] never blocks: it copies nothing, queues the payload on the connection's
 //!   bounded queue and returns. A full queue is [`SendError::Full`], carrying the envelope.
+//! - [`Mesh::write`] and [`Mesh::write_encoded`] send from the caller's buffer, for callers
+//!   that batch their own sends: when the reactor is asleep and nothing is queued ahead
+//!   for the connection, the frames go straight to the socket from the calling thread
+//!   (on Unix, for streams that allow it: [`Stream::raw_socket`]). That system call takes
+//!   the place of the one that would wake the reactor, and saves two thread hand-overs
+//!   and a copy. Otherwise they are copied and queued. Either way the frames of one
+//!   connection leave in the order they were accepted.
 //! - Receiving takes envelopes from one bounded incoming queue shared by every handle
 //!   ([`Mesh::clone`], [`Incoming`]); envelopes are distributed among the receivers.
 //! - A connection the reactor removes by itself (end of stream, reset, protocol error) is
@@ -30,7 +37,7 @@
 //!   closes, and when the reactor stops.
 
 use std::fmt;
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,16 +46,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxBuildHasher;
 
-use crate::codec::EncodedFrames;
+use crate::codec::{frame_header, EncodedFrames, FramesRef};
 use crate::envelope::Envelope;
 use crate::error::{
     AddError, DisconnectReason, RecvError, RecvTimeoutError, RemoveError, SendEncodedError,
     SendError, TryRecvError,
 };
 use crate::incoming::{Delivery, IncomingQueue, Waited};
-use crate::outgoing::{OutgoingQueue, PushError};
+use crate::outgoing::{Chunk, OutgoingQueue, PushError};
 use crate::reactor::{self, Channels, Command, Notify, Shared};
 use crate::transport::Connection;
+#[cfg(doc)]
+use crate::transport::Stream;
 
 type Queues = papaya::HashMap<usize, Arc<OutgoingQueue>, FxBuildHasher>;
 
@@ -175,9 +184,14 @@ impl Mesh {
             return Err(AddError::Shutdown(Box::new(connection)));
         }
         let id = handle.next_id.fetch_add(1, SeqCst);
+        #[cfg(unix)]
+        let socket = connection.stream.raw_socket();
+        #[cfg(not(unix))]
+        let socket = None;
         let queue = Arc::new(OutgoingQueue::new(
             handle.outgoing_capacity,
             connection.max_frame_size(),
+            socket,
         ));
         handle.queues.pin().insert(id, queue.clone());
         if let Err(crossbeam_channel::SendError(command)) = handle.commands.send(Command::Add {
@@ -252,6 +266,74 @@ impl Mesh {
             }
             Err(PushError::Full(frames)) => Err(SendEncodedError::Full(frames)),
             Err(PushError::Closed(frames)) => Err(SendEncodedError::Disconnected(frames)),
+        }
+    }
+
+    /// Sends a payload to connection `id` from the caller's buffer: straight to the socket
+    /// when the reactor is asleep and nothing is queued ahead for the connection (see the
+    /// module doc), else copied and queued. Errors as [`send`](Self::send); the envelope
+    /// they carry is a copy.
+    ///
+    /// Meant for callers that batch their own sends (one call per batch): called for
+    /// every small payload in a loop while the reactor sleeps, each call would be a system
+    /// call, where [`send`](Self::send) lets the reactor write many frames in one.
+    pub fn write(&self, id: usize, payload: &[u8]) -> Result<(), SendError> {
+        let queues = self.handle.queues.pin();
+        let copy = || Envelope::new(id, payload.to_vec());
+        let Some(queue) = queues.get(&id) else {
+            return Err(SendError::NotFound(copy()));
+        };
+        let Some(header) = frame_header(payload.len())
+            .ok()
+            .filter(|_| payload.len() <= queue.max_frame_size() as usize)
+        else {
+            return Err(SendError::TooLarge(copy()));
+        };
+        let wire = [IoSlice::new(&header), IoSlice::new(payload)];
+        let owned = |written| (Chunk::Payload(payload.to_vec()), written);
+        let outcome = write_or_queue(&self.handle.shared, id, queue, &wire, 1, owned);
+        let payload = |chunk| match chunk {
+            Chunk::Payload(payload) => Envelope::new(id, payload),
+            Chunk::Encoded(_) => unreachable!("a payload was queued"),
+        };
+        match outcome {
+            Ok(woken) => woken.map_err(SendError::Io),
+            Err(PushError::Full(chunk)) => Err(SendError::Full(payload(chunk))),
+            Err(PushError::Closed(chunk)) => Err(SendError::Disconnected(payload(chunk))),
+        }
+    }
+
+    /// Sends a run of encoded frames to connection `id` from the caller's buffer, all or
+    /// none: as [`write`](Self::write) is to [`send`](Self::send), this is to
+    /// [`send_encoded`](Self::send_encoded). The run an error carries is a copy.
+    pub fn write_encoded(&self, id: usize, frames: FramesRef<'_>) -> Result<(), SendEncodedError> {
+        let queues = self.handle.queues.pin();
+        let copy = || frames.rest_after(0).0;
+        let Some(queue) = queues.get(&id) else {
+            return Err(SendEncodedError::NotFound(copy()));
+        };
+        if frames.largest_payload() > queue.max_frame_size() as usize {
+            return Err(SendEncodedError::TooLarge(copy()));
+        }
+        if frames.is_empty() {
+            return match queue.is_closed() {
+                true => Err(SendEncodedError::Disconnected(copy())),
+                false => Ok(()),
+            };
+        }
+        let wire = [IoSlice::new(frames.as_bytes())];
+        let owned = |written| {
+            let (rest, written) = frames.rest_after(written);
+            (Chunk::Encoded(rest), written)
+        };
+        let run = |chunk| match chunk {
+            Chunk::Encoded(frames) => frames,
+            Chunk::Payload(_) => unreachable!("a run was queued"),
+        };
+        match write_or_queue(&self.handle.shared, id, queue, &wire, frames.len(), owned) {
+            Ok(woken) => woken.map_err(SendEncodedError::Io),
+            Err(PushError::Full(chunk)) => Err(SendEncodedError::Full(run(chunk))),
+            Err(PushError::Closed(chunk)) => Err(SendEncodedError::Disconnected(run(chunk))),
         }
     }
 
@@ -369,6 +451,35 @@ fn send_to(shared: &Shared, queue: &OutgoingQueue, envelope: Envelope) -> Result
         Err(PushError::Full(payload)) => Err(SendError::Full(Envelope::new(id, payload))),
         Err(PushError::Closed(payload)) => Err(SendError::Disconnected(Envelope::new(id, payload))),
     }
+}
+
+/// Writes `wire` straight to the socket if the reactor is asleep and the queue idle, else
+/// queues `owned(0)`; then schedules the reactor if that is needed. `Ok` holds the result
+/// of waking it.
+fn write_or_queue(
+    shared: &Shared,
+    id: usize,
+    queue: &OutgoingQueue,
+    wire: &[IoSlice<'_>],
+    frames: usize,
+    owned: impl Fn(usize) -> (Chunk, usize),
+) -> Result<io::Result<()>, PushError<Chunk>> {
+    let (result, schedule) = match shared.is_asleep() {
+        true => queue.write_direct(wire, frames, &owned),
+        false => None,
+    }
+    .unwrap_or_else(|| match queue.push_chunk(owned(0).0) {
+        Ok(schedule) => (Ok(()), schedule),
+        Err(err) => (Err(err), false),
+    });
+    let woken = match schedule {
+        true => {
+            shared.ready.push(id);
+            shared.wake()
+        }
+        false => Ok(()),
+    };
+    result.map(|()| woken)
 }
 
 /// A handle that sends to one connection of a mesh, skipping the lookup by id.

@@ -109,6 +109,11 @@ impl Shared {
         self.waker.wake()
     }
 
+    /// True while the reactor sleeps (or is about to) and a send would have to wake it.
+    pub(crate) fn is_asleep(&self) -> bool {
+        !self.wake_pending.load(SeqCst)
+    }
+
     /// Called after an envelope is taken from the incoming queue.
     pub(crate) fn made_room(&self) {
         fence(SeqCst);
@@ -408,14 +413,11 @@ impl Reactor {
         loop {
             let backlog = &mut conn.connection.backlog;
             let mut popped = false;
-            while backlog.len() < BACKLOG_FRAMES && backlog.bytes() < BACKLOG_BYTES {
-                match conn.queue.pop() {
-                    Some(payload) => {
-                        backlog.push_chunk(payload);
-                        popped = true;
-                    }
-                    None => break,
-                }
+            while backlog.len() < BACKLOG_FRAMES
+                && backlog.bytes() < BACKLOG_BYTES
+                && conn.queue.pop_into(backlog)
+            {
+                popped = true;
             }
             if popped && conn.queue.take_room_wanted() {
                 self.shared.notify();
@@ -596,7 +598,9 @@ impl Reactor {
             // A sender waiting for room must now learn that the connection is gone.
             self.shared.notify();
         }
-        if let Finish::Remove(_) = finish {
+        // Once closed, no direct write starts; one under way owns the socket until it ends
+        // (and then schedules the id, so the closing goes on).
+        if matches!(finish, Finish::Remove(_)) && !conn.queue.is_writing_directly() {
             // Whatever goes out now need not travel with the connection.
             let _ = drain_nonblocking(conn);
         }
@@ -611,9 +615,7 @@ impl Reactor {
             return;
         };
         loop {
-            while let Some(payload) = conn.queue.pop() {
-                conn.connection.backlog.push_chunk(payload);
-            }
+            while conn.queue.pop_into(&mut conn.connection.backlog) {}
             if conn.queue.is_settled() {
                 break;
             }
@@ -649,6 +651,7 @@ impl Reactor {
     fn close_all(&mut self) {
         for (_, mut conn) in self.conns.drain() {
             conn.queue.close();
+            wait_for_direct_write(&conn.queue);
             if conn.closing.is_none() {
                 let _ = drain_nonblocking(&mut conn);
             }
@@ -668,6 +671,10 @@ impl Drop for Reactor {
         self.incoming.close();
         for conn in self.conns.values() {
             conn.queue.close();
+        }
+        // The sockets close when the connections drop, after this: not under a direct write.
+        for conn in self.conns.values() {
+            wait_for_direct_write(&conn.queue);
         }
         while let Ok(command) = self.commands.try_recv() {
             match command {
@@ -693,15 +700,20 @@ fn deliver(incoming: &IncomingQueue, stalled: &mut VecDeque<Delivery>, delivery:
     }
 }
 
+/// Waits for a direct write to a closed queue's socket to return: one non-blocking system
+/// call, after which no other starts. Only where the reactor ends, before the sockets close.
+fn wait_for_direct_write(queue: &OutgoingQueue) {
+    while queue.is_writing_directly() {
+        std::thread::yield_now();
+    }
+}
+
 /// Writes queued frames until the socket would block or the queue is empty.
 fn drain_nonblocking(conn: &mut Conn) -> io::Result<()> {
     loop {
-        while conn.connection.backlog.len() < BACKLOG_FRAMES {
-            match conn.queue.pop() {
-                Some(payload) => conn.connection.backlog.push_chunk(payload),
-                None => break,
-            }
-        }
+        while conn.connection.backlog.len() < BACKLOG_FRAMES
+            && conn.queue.pop_into(&mut conn.connection.backlog)
+        {}
         if conn.connection.backlog.is_empty() {
             return Ok(());
         }

@@ -193,6 +193,17 @@ impl WriteBacklog {
         self.chunks.push_back(chunk);
     }
 
+    /// Puts what a direct write left unwritten, `written` bytes of it gone, in front of
+    /// the chunks taken so far (none of which has been written yet).
+    pub(crate) fn push_front_resumed(&mut self, chunk: Chunk, written: usize) {
+        debug_assert!(self.chunks.is_empty() || self.written == 0);
+        debug_assert!(written < chunk.wire_len());
+        self.bytes += chunk.wire_len() - written;
+        self.frames += chunk.frames();
+        self.written = written;
+        self.chunks.push_front(chunk);
+    }
+
     /// Frames not fully written.
     pub(crate) fn len(&self) -> usize {
         self.frames

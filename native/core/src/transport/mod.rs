@@ -36,6 +36,16 @@ pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug 
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Shuts both directions down, so the peer sees the end of the stream.
     fn shutdown(&self) -> io::Result<()>;
+    /// The socket under the stream, if a `send` on it is the same as a write to the
+    /// stream (plain TCP; not TLS, whose bytes must go through its session). A mesh then
+    /// lets a sender write to it directly while the reactor has nothing to write for the
+    /// connection ([`Mesh::write`](crate::Mesh::write)); never at the same time as the
+    /// reactor, and never after the stream is closed. The default, `None`, sends every
+    /// write through the stream on the reactor thread.
+    #[cfg(unix)]
+    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// A way of making connections.

@@ -224,6 +224,12 @@ impl Stream for TcpStream {
     fn shutdown(&self) -> io::Result<()> {
         self.stream.shutdown(net::Shutdown::Both)
     }
+
+    #[cfg(unix)]
+    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.stream.as_raw_fd())
+    }
 }
 
 impl Read for TcpStream {

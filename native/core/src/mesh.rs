@@ -383,8 +383,9 @@ impl Mesh {
         }
     }
 
-    /// Asks the notify hook to be called once connection `id`'s outgoing queue has room or
-    /// the connection leaves. Returns `Ok(false)` without asking if it has room (or has left)
+    /// Asks the notify hook to be called once connection `id`'s outgoing queue has come down
+    /// to half its capacity (so the sender resumes with room for a batch), or the
+    /// connection leaves. Returns `Ok(false)` without asking if it has room (or has left)
     /// already: try sending now. `NotFound` if no connection has the id.
     pub fn want_room(&self, id: usize) -> Result<bool, RemoveError> {
         match self.handle.queues.pin().get(&id) {

@@ -264,9 +264,12 @@ impl OutgoingQueue {
             // A closing connection waits for this write to end: wake the reactor for it.
             return Some((Ok(()), self.unschedule() || before & CLOSED != 0));
         }
-        // The rest keeps its places until the reactor takes it, and the flag goes with it.
-        self.rest.push(chunk(written));
-        self.state.fetch_sub(DIRECT, SeqCst);
+        // The rest keeps its places until the reactor takes it (the frames fully written
+        // give theirs back now), and the flag goes with it.
+        let rest = chunk(written);
+        let gone = frames - rest.0.frames();
+        self.rest.push(rest);
+        self.state.fetch_sub(DIRECT + gone * ONE, SeqCst);
         Some((Ok(()), true))
     }
 
@@ -328,8 +331,16 @@ impl OutgoingQueue {
         true
     }
 
-    /// True once per `want_room` that found the queue full (reactor only, after a pop or
-    /// a close).
+    /// After a pop: true once per `want_room` that found the queue full, when the queue
+    /// has come down to half its capacity (reactor only). A sender that waits for room
+    /// resumes with room for a batch, not for one frame at a time: woken at the first free
+    /// place, a sender that outruns its peer would go on in batches of a few frames, each
+    /// with its own wake and write.
+    pub(crate) fn take_room_wanted_at_low_water(&self) -> bool {
+        self.len() <= self.capacity / 2 && self.take_room_wanted()
+    }
+
+    /// True once per `want_room` that found the queue full (reactor only, after a close).
     pub(crate) fn take_room_wanted(&self) -> bool {
         self.room_wanted.load(SeqCst) && self.room_wanted.swap(false, SeqCst)
     }
@@ -424,6 +435,25 @@ mod tests {
         assert!(!queue.is_settled());
         assert_eq!(pop(&queue), Some(vec![vec![2]]));
         assert!(queue.is_settled());
+    }
+
+    #[test]
+    fn a_sender_waiting_for_room_is_woken_at_half() {
+        let queue = idle(4);
+        for i in 0..4 {
+            queue.push(vec![i]).unwrap();
+        }
+        assert!(queue.want_room(), "full: the sender waits");
+        let mut backlog = WriteBacklog::default();
+        assert!(queue.pop_into(&mut backlog));
+        assert!(!queue.take_room_wanted_at_low_water(), "3 of 4: not yet");
+        assert!(queue.pop_into(&mut backlog));
+        assert!(
+            queue.take_room_wanted_at_low_water(),
+            "2 of 4: room for a batch"
+        );
+        assert!(queue.pop_into(&mut backlog));
+        assert!(!queue.take_room_wanted_at_low_water(), "once per want_room");
     }
 
     #[test]
@@ -565,6 +595,49 @@ mod tests {
         assert!(matches!(result, Err(PushError::Closed(Chunk::Payload(p))) if p == b"hello"));
         assert!(schedule);
         assert!(idle.is_settled());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn frames_a_partial_direct_write_sent_whole_give_their_places_back() {
+        use crate::codec::FramesRef;
+        use std::io::Read;
+        let (writer, mut reader) = socket_pair();
+        let queue = direct_queue(1000, &writer);
+        let mut wire = Vec::new();
+        for i in 0..400u32 {
+            crate::codec::encode_frame(&vec![i as u8; 16 * 1024], &mut wire).unwrap();
+        }
+        let frames = FramesRef::new(&wire).unwrap();
+        let whole = [IoSlice::new(&wire)];
+        let rest = |written| {
+            let (rest, written) = frames.rest_after(written);
+            (Chunk::Encoded(rest), written)
+        };
+        let (result, schedule) = queue.write_direct(&whole, 400, rest).unwrap();
+        assert!(result.is_ok() && schedule);
+        let mut backlog = WriteBacklog::default();
+        assert!(queue.pop_into(&mut backlog));
+        assert!(backlog.len() < 400, "some frames went whole");
+        assert_eq!(queue.len(), 0, "every place is free once the rest is taken");
+        assert_eq!(queue.room(), Some(1000));
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut writer = writer;
+        while !backlog.is_empty() {
+            match backlog.write_to(&mut writer) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+        drop(writer);
+        assert!(reading.join().unwrap() == wire, "every byte once, in order");
     }
 
     #[cfg(unix)]

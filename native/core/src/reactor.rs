@@ -419,7 +419,7 @@ impl Reactor {
             {
                 popped = true;
             }
-            if popped && conn.queue.take_room_wanted() {
+            if popped && conn.queue.take_room_wanted_at_low_water() {
                 self.shared.notify();
             }
             if backlog.is_empty() {

@@ -84,6 +84,8 @@ async function once() {
   return { rate: count / seconds, recvCpu: cpu(received), sendCpu: cpu(sent) }
 }
 
+const rateText = (rate) => (rate >= 1e6 ? `${(rate / 1e6).toFixed(2)} M` : `${(rate / 1e3).toFixed(1)} k`)
+
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b)
   const mid = sorted.length >> 1
@@ -107,9 +109,10 @@ for (const [build, list] of results) {
   const rate = median(list.map((r) => r.rate))
   const recvCpu = median(list.map((r) => r.recvCpu))
   const sendCpu = median(list.map((r) => r.sendCpu))
-  const each = list.map((r) => (r.rate / 1e6).toFixed(2)).join(' ')
+  const each = list.map((r) => rateText(r.rate)).join(', ')
+  const mbps = ((rate * size) / 1e6).toFixed(0)
   console.log(
-    `${build}: ${(rate / 1e6).toFixed(2)} M msg/s, CPU receiver ${recvCpu.toFixed(3)} s, ` +
+    `${build}: ${rateText(rate)} msg/s (${mbps} MB/s), CPU receiver ${recvCpu.toFixed(3)} s, ` +
       `sender ${sendCpu.toFixed(3)} s (runs: ${each})`,
   )
 }

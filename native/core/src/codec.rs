@@ -234,21 +234,24 @@ impl FrameDecoder {
 
     /// Lets `fill` put up to `max` bytes of the payload in progress straight into its
     /// buffer (a reader of a large frame saves a copy through a read buffer). `fill` gets
-    /// a zeroed window of at most `max` and at most [`payload_remaining`] bytes and returns
-    /// how many it wrote at its start. Returns that count, and the payload if it is now
-    /// complete. The buffer grows by the same rule as [`decode`](Self::decode)'s: at most
-    /// about twice what has arrived, plus the one window.
+    /// the payload's buffer, with room reserved for a window of at most `max` and at most
+    /// [`payload_remaining`] bytes, and the window's length; it appends at most that many
+    /// bytes (a reader that can read into spare capacity need not zero it first:
+    /// [`Stream::read_append`](crate::transport::Stream::read_append)) and returns how
+    /// many. Returns that count, and the payload if it is now complete. The buffer grows by
+    /// the same rule as [`decode`](Self::decode)'s: at most about twice what has arrived,
+    /// plus the one window. A `fill` that fails keeps what had arrived before it.
     ///
     /// # Panics
     ///
-    /// If no payload is in progress ([`payload_remaining`] is 0), or `fill` returns more
-    /// than the window's length.
+    /// If no payload is in progress ([`payload_remaining`] is 0), or `fill` appends more
+    /// than the window's length or returns a count other than what it appended.
     ///
     /// [`payload_remaining`]: Self::payload_remaining
     pub fn fill_payload<E>(
         &mut self,
         max: usize,
-        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+        fill: impl FnOnce(&mut Vec<u8>, usize) -> Result<usize, E>,
     ) -> Result<(usize, Option<Vec<u8>>), E> {
         let (payload, len) = self.body.as_mut().expect("a payload in progress");
         let have = payload.len();
@@ -259,12 +262,17 @@ impl FrameDecoder {
             let want = (have + take).max(2 * have).min(*len);
             payload.reserve_exact(want - have);
         }
-        payload.resize(have + take, 0);
-        let filled = fill(&mut payload[have..]);
-        let n = *filled.as_ref().unwrap_or(&0);
-        assert!(n <= take, "filled more than the window");
-        payload.truncate(have + n);
-        filled?;
+        let filled = fill(payload, take);
+        let appended = payload.len() - have;
+        assert!(appended <= take, "filled more than the window");
+        let n = match filled {
+            Ok(n) => n,
+            Err(err) => {
+                payload.truncate(have);
+                return Err(err);
+            }
+        };
+        assert_eq!(n, appended, "the count filled is what was appended");
         if payload.len() < *len {
             return Ok((n, None));
         }
@@ -564,9 +572,9 @@ mod tests {
         while done.is_none() {
             assert!(decoder.allocated() <= 2 * decoder.buffered() + 30_000);
             let (n, frame) = decoder
-                .fill_payload(30_000, |window| {
-                    let n = window.len().min(7_000);
-                    window[..n].copy_from_slice(&wire[at..at + n]);
+                .fill_payload(30_000, |payload, window| {
+                    let n = window.min(7_000);
+                    payload.extend_from_slice(&wire[at..at + n]);
                     Ok::<_, ()>(n)
                 })
                 .unwrap();
@@ -589,7 +597,7 @@ mod tests {
         assert_eq!(decoder.decode(&mut input).unwrap(), None);
         assert_eq!(decoder.payload_remaining(), 3);
         assert_eq!(
-            decoder.fill_payload(64, |_| Err("would block")),
+            decoder.fill_payload(64, |_, _| Err("would block")),
             Err("would block")
         );
         assert_eq!((decoder.buffered(), decoder.payload_remaining()), (6, 3));

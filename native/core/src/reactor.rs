@@ -471,8 +471,9 @@ impl Reactor {
                 let stream = &mut connection.stream;
                 match connection
                     .decoder
-                    .fill_payload(READ_CHUNK, |window| stream.read(window))
-                {
+                    .fill_payload(READ_CHUNK, |payload, window| {
+                        stream.read_append(payload, window)
+                    }) {
                     Ok((0, _)) => {
                         break DisconnectReason::EofMidFrame {
                             buffered: connection.decoder.buffered(),

@@ -36,6 +36,17 @@ pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug 
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Shuts both directions down, so the peer sees the end of the stream.
     fn shutdown(&self) -> io::Result<()>;
+    /// Reads at most `max` bytes, appending them to `buf`; returns how many, as `read`.
+    /// The default reads into zeroed room; a stream that can read into `buf`'s spare
+    /// capacity as it is (TCP on Unix) saves zeroing large payloads before they arrive.
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let have = buf.len();
+        buf.resize(have + max, 0);
+        let read = self.read(&mut buf[have..]);
+        buf.truncate(have + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
     /// The socket under the stream, if a `send` on it is the same as a write to the
     /// stream (plain TCP; not TLS, whose bytes must go through its session). A mesh then
     /// lets a sender write to it directly while the reactor has nothing to write for the

@@ -226,6 +226,19 @@ impl Stream for TcpStream {
     }
 
     #[cfg(unix)]
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.reserve(max);
+        let spare = &mut buf.spare_capacity_mut()[..max];
+        // On Unix mio reads are plain `recv`s on the socket, so reading through socket2 is
+        // the same read. (Not on Windows, where mio must see each read to re-arm polling.)
+        let n = SockRef::from(&self.stream).recv(spare)?;
+        // SAFETY: `recv` initialised the first `n` bytes of `spare` (socket2 returns how
+        // many bytes the kernel wrote), which start at `buf.len()`.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    #[cfg(unix)]
     fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         Some(self.stream.as_raw_fd())
@@ -278,6 +291,42 @@ fn host_and_port(address: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_append_adds_what_arrived_and_no_more_than_asked() {
+        use std::io::Write as _;
+        let listener = net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut stream = TcpStream::new(mio::net::TcpStream::from_std(accepted)).unwrap();
+        let mut buf = b"kept".to_vec();
+        let err = stream.read_append(&mut buf, 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(buf, b"kept", "nothing added when nothing arrived");
+        peer.write_all(b"0123456789").unwrap();
+        let mut got = 0;
+        while got < 10 {
+            match stream.read_append(&mut buf, 6) {
+                Ok(n) => {
+                    assert!(n <= 6);
+                    got += n;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(err) => panic!("{err}"),
+            }
+        }
+        assert_eq!(buf, b"kept0123456789");
+        drop(peer);
+        loop {
+            match stream.read_append(&mut buf, 6) {
+                Ok(0) => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(buf, b"kept0123456789");
+    }
 
     #[test]
     fn accepts_host_port_with_or_without_scheme() {

@@ -24,7 +24,8 @@ use std::time::Instant;
 use crate::codec::EncodedFrames;
 use crate::envelope::Envelope;
 
-/// What the reactor delivers in one piece: see the [module documentation](self).
+/// What the reactor delivers in one piece: one envelope, or the whole small frames of one
+/// read in one buffer ([`Incoming::try_recv_deliveries`](crate::Incoming::try_recv_deliveries)).
 #[derive(Debug, Clone)]
 pub enum Delivery {
     /// One frame, its payload in a buffer of its own.

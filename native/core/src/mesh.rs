@@ -123,7 +123,7 @@ impl Mesh {
     }
 
     /// Like [`new`](Self::new), with a hook that wakes a consumer waiting in an event loop
-    /// (see the [module documentation](self)). The hook runs on the reactor thread.
+    /// (see [`Notify`], and [`Incoming::arm`]). The hook runs on the reactor thread.
     pub fn with_notify(
         incoming_capacity: usize,
         outgoing_capacity: usize,

@@ -234,8 +234,9 @@ impl NativeMesh {
 }
 
 /// `NativeMesh.send` through the hot-path handle, for one (large) payload: written straight
-/// from the JavaScript buffer when the reactor is asleep and nothing is queued ahead
-/// (`Mesh::write`), else copied and queued.
+/// from the JavaScript buffer when nothing is queued ahead (`Mesh::write`: these payloads
+/// are 16 KiB or more, large enough to go direct even while the reactor is awake), else
+/// copied and queued.
 #[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, id: number, payload: Buffer")]
 pub fn mesh_send(hot: &External<HotMesh>, id: f64, payload: BufferSlice) -> SendStatus {
     send_status(hot.mesh.write(id as usize, &payload))
@@ -266,8 +267,9 @@ pub fn mesh_send_encoded(
         ));
     }
     if count == 1 && runs[1] as usize == len {
-        // One connection: written from the outbox itself when the reactor is asleep (the
-        // system call that would have woken it), else copied and queued.
+        // One connection: written from the outbox itself when nothing is queued ahead and
+        // the reactor is asleep (the system call that would have woken it) or the batch is
+        // 16 KiB or more (the call costs about the copy it saves); else copied and queued.
         let frames = FramesRef::new(&bytes[..len])
             .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?;
         let status = match hot.mesh.write_encoded(runs[0] as usize, frames) {

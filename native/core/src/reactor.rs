@@ -20,12 +20,13 @@
 //!   write, payloads uncopied. Frames are taken from a queue only while its connection's
 //!   backlog is small, so a peer that does not read fills its bounded queue and senders get
 //!   `Full`: memory stays bounded.
-//! - **An idle connection may be written by its sender.** When the reactor sleeps and a
-//!   connection's queue is unscheduled and empty, a sender may take the queue's flag and
-//!   write to the socket itself ([`OutgoingQueue::write_direct`]); the reactor writes only
-//!   connections it has scheduled, so the socket never has two writers. What the socket
-//!   does not take comes back with the flag, ahead of the queue. A closing connection
-//!   stays open until such a write is over (the queue is not settled meanwhile).
+//! - **An idle connection may be written by its sender.** When a connection's queue is
+//!   unscheduled and empty (and the reactor asleep, or the batch large), a sender may take
+//!   the queue's flag and write to the socket itself ([`OutgoingQueue::write_direct`]); the
+//!   reactor writes only connections it has scheduled, so the socket never has two
+//!   writers. What the socket does not take comes back with the flag, ahead of the queue.
+//!   A closing connection stays open until such a write is over (the queue is not settled
+//!   meanwhile).
 //! - **Small frames leave in runs.** The whole small frames of one read go to the incoming
 //!   queue as one [`Delivery`]: one allocation and one copy for all of them, not one per
 //!   frame. A payload of [`RUN_PAYLOAD_LIMIT`] bytes or more leaves in a buffer of its own,

@@ -452,7 +452,17 @@ impl<'a> FramesRef<'a> {
             start = end;
         }
         let rest = &self.bytes[start..];
-        let frames = EncodedFrames::new(Arc::from(rest), 0..rest.len()).expect("whole frames");
+        let frames = match start {
+            // All of it (what a queued write takes): counted already, no second scan.
+            0 => EncodedFrames {
+                buf: Arc::from(rest),
+                start: 0,
+                end: rest.len(),
+                count: self.count,
+                largest: self.largest,
+            },
+            _ => EncodedFrames::new(Arc::from(rest), 0..rest.len()).expect("whole frames"),
+        };
         (frames, written - start)
     }
 }
@@ -832,6 +842,30 @@ mod tests {
         assert_eq!(decoder.decode(&mut &wire[..3]).unwrap(), None);
         let mut rest = &wire[3..];
         assert!(decoder.decode_run(&mut rest, 10).is_none());
+    }
+
+    #[test]
+    fn what_is_left_of_borrowed_frames_starts_at_the_first_not_fully_written() {
+        let mut wire = Vec::new();
+        for payload in [&b"abcde"[..], b"", b"fg", b"hij"] {
+            encode_frame(payload, &mut wire).unwrap();
+        }
+        let frames = FramesRef::new(&wire).unwrap();
+        assert_eq!((frames.len(), frames.largest_payload()), (4, 5));
+        for written in 0..wire.len() {
+            let (rest, skip) = frames.rest_after(written);
+            let checked = EncodedFrames::new(Arc::from(rest.as_bytes()), 0..rest.as_bytes().len());
+            let checked = checked.unwrap();
+            assert_eq!(
+                (rest.len(), rest.largest_payload()),
+                (checked.len(), checked.largest_payload())
+            );
+            let start = wire.len() - rest.as_bytes().len();
+            assert_eq!(rest.as_bytes(), &wire[start..]);
+            assert_eq!(start + skip, written, "resumes exactly at byte {written}");
+            assert!(skip < HEADER_LEN + rest.payloads().next().unwrap().len());
+        }
+        assert!(FramesRef::new(&wire[..wire.len() - 1]).is_err());
     }
 
     #[test]

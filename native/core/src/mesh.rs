@@ -272,8 +272,8 @@ impl Mesh {
 
     /// Sends a payload to connection `id` from the caller's buffer: straight to the socket
     /// when nothing is queued ahead for the connection and the reactor is asleep or the
-    /// frame is 16 KiB or more (see the module doc), else copied and queued. Errors as [`send`](Self::send); the envelope
-    /// they carry is a copy.
+    /// frame is 16 KiB or more (see the module doc), else copied and queued. Errors as
+    /// [`send`](Self::send); the envelope they carry is a copy.
     ///
     /// Meant for callers that batch their own sends (one call per batch): called for
     /// every small payload in a loop while the reactor sleeps, each call would be a system

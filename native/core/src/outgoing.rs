@@ -4,8 +4,9 @@
 //!
 //! - Bounded: a push beyond `capacity` frames fails with [`PushError::Full`] and hands the
 //!   payload back. An item is one payload or a run of encoded frames ([`Chunk`]); a run
-//!   takes as many places as it has frames, all or none. Memory is taken as frames arrive (a lock-free segment queue), not up front, so
-//!   ten thousand idle connections cost nothing per queue slot.
+//!   takes as many places as it has frames, all or none. Memory is taken as frames arrive
+//!   (a lock-free segment queue), not up front, so ten thousand idle connections cost
+//!   nothing per queue slot.
 //! - Closable without loss: once [`close`](OutgoingQueue::close)d, a push fails with
 //!   [`PushError::Closed`] and hands the payload back. A push that reserved its place just
 //!   before the close still lands, and the reactor waits for it
@@ -65,6 +66,16 @@ pub(crate) type RawSocket = std::convert::Infallible;
 pub(crate) enum PushError<T> {
     Full(T),
     Closed(T),
+}
+
+impl PushError<()> {
+    /// The same refusal, handing `item` back.
+    fn holding<T>(self, item: T) -> PushError<T> {
+        match self {
+            PushError::Full(()) => PushError::Full(item),
+            PushError::Closed(()) => PushError::Closed(item),
+        }
+    }
 }
 
 /// What an outgoing queue and a connection's write backlog hold.
@@ -134,10 +145,7 @@ impl OutgoingQueue {
     /// its id on the ready list.
     pub(crate) fn push(&self, payload: Vec<u8>) -> Result<bool, PushError<Vec<u8>>> {
         if let Err(err) = self.reserve(1) {
-            return Err(match err {
-                PushError::Full(()) => PushError::Full(payload),
-                PushError::Closed(()) => PushError::Closed(payload),
-            });
+            return Err(err.holding(payload));
         }
         Ok(self.land(Chunk::Payload(payload)))
     }
@@ -155,10 +163,7 @@ impl OutgoingQueue {
             };
         }
         if let Err(err) = self.reserve(frames.len()) {
-            return Err(match err {
-                PushError::Full(()) => PushError::Full(frames),
-                PushError::Closed(()) => PushError::Closed(frames),
-            });
+            return Err(err.holding(frames));
         }
         Ok(self.land(Chunk::Encoded(frames)))
     }
@@ -195,10 +200,7 @@ impl OutgoingQueue {
     /// Queues an owned item; as [`push`](Self::push).
     pub(crate) fn push_chunk(&self, chunk: Chunk) -> Result<bool, PushError<Chunk>> {
         if let Err(err) = self.reserve(chunk.frames()) {
-            return Err(match err {
-                PushError::Full(()) => PushError::Full(chunk),
-                PushError::Closed(()) => PushError::Closed(chunk),
-            });
+            return Err(err.holding(chunk));
         }
         Ok(self.land(chunk))
     }
@@ -249,11 +251,7 @@ impl OutgoingQueue {
                 }
                 Err(err) => {
                     let closed = matches!(err, PushError::Closed(()));
-                    let err = match err {
-                        PushError::Full(()) => PushError::Full(chunk(0).0),
-                        PushError::Closed(()) => PushError::Closed(chunk(0).0),
-                    };
-                    (Err(err), self.unschedule() || closed)
+                    (Err(err.holding(chunk(0).0)), self.unschedule() || closed)
                 }
             });
         }

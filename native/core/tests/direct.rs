@@ -77,7 +77,7 @@ fn direct_and_queued_frames_arrive_in_the_order_they_were_accepted() {
 }
 
 #[test]
-fn a_direct_write_goes_out_without_the_reactor_and_refuses_what_a_send_refuses() {
+fn a_written_payload_arrives_and_is_refused_where_a_send_would_be() {
     let transport = TcpTransport::default();
     let mesh = Mesh::new(16, 4).unwrap();
     let (mut raw, id) = raw_peer(&mesh, &transport);

@@ -4,6 +4,8 @@
 //! thin over `wiremesh-core`.
 //!
 //! - `env`: the one waker per JavaScript environment, and the environment's teardown.
+//! - `lend`: lent reads, the connection a receive waits on polled and read on the
+//!   JavaScript thread.
 //! - `mesh`: the mesh handle, batched receiving, disconnect notices.
 //! - `transport`: transports, listeners and connections before they join a mesh.
 
@@ -12,5 +14,6 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod env;
+mod lend;
 mod mesh;
 mod transport;

@@ -14,6 +14,7 @@
 //!   alone, parts of runs) is copied into one buffer per batch. JavaScript makes a view
 //!   per payload from the layout written into `meta`.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use wiremesh_core::codec::{EncodedFrames, FramesRef};
 use wiremesh_core::{Delivery, DisconnectReason, Envelope, Mesh, SendEncodedError, SendError};
 
 use crate::env;
+use crate::lend::Lender;
 use crate::transport::NativeConnection;
 
 /// Payloads shorter than this share one buffer per batch; longer ones are handed over
@@ -91,12 +93,14 @@ pub struct DisconnectNotice {
 /// `benchmark/boundary-cost.mjs`).
 pub struct HotMesh {
     mesh: Mesh,
+    lender: Rc<Lender>,
 }
 
 /// A mesh handle for `index.js`.
 #[napi]
 pub struct NativeMesh {
     mesh: Mesh,
+    lender: Rc<Lender>,
 }
 
 #[napi]
@@ -114,7 +118,9 @@ impl NativeMesh {
         )
         .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?;
         env::track_mesh(&state, mesh.downgrade());
-        Ok(NativeMesh { mesh })
+        let lender = Lender::new(mesh.clone(), state.waker.clone(), state.uv_loop);
+        env::track_lender(&state, &lender);
+        Ok(NativeMesh { mesh, lender })
     }
 
     /// Another handle on the same reactor and queues.
@@ -122,6 +128,7 @@ impl NativeMesh {
     pub fn handle(&self) -> NativeMesh {
         NativeMesh {
             mesh: self.mesh.clone(),
+            lender: self.lender.clone(),
         }
     }
 
@@ -143,6 +150,7 @@ impl NativeMesh {
     pub fn hot(&self) -> External<HotMesh> {
         External::new(HotMesh {
             mesh: self.mesh.clone(),
+            lender: self.lender.clone(),
         })
     }
 
@@ -174,7 +182,11 @@ impl NativeMesh {
     /// stopped: take them (or the error) now.
     #[napi]
     pub fn arm_recv(&self) -> bool {
-        self.mesh.incoming().arm()
+        let armed = self.mesh.incoming().arm();
+        if armed {
+            self.lender.waiting();
+        }
+        armed
     }
 
     /// Asks for a wake once connection `id` has room: 1 if asked, 0 if it has room (or has
@@ -223,6 +235,7 @@ impl NativeMesh {
     /// Stops the reactor and joins its thread.
     #[napi]
     pub fn shutdown(&self) {
+        self.lender.stop();
         self.mesh.shutdown();
     }
 
@@ -239,6 +252,7 @@ impl NativeMesh {
 /// copied and queued.
 #[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, id: number, payload: Buffer")]
 pub fn mesh_send(hot: &External<HotMesh>, id: f64, payload: BufferSlice) -> SendStatus {
+    hot.lender.sent(id as usize);
     send_status(hot.mesh.write(id as usize, &payload))
 }
 
@@ -272,6 +286,7 @@ pub fn mesh_send_encoded(
         // 16 KiB or more (the call costs about the copy it saves); else copied and queued.
         let frames = FramesRef::new(&bytes[..len])
             .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?;
+        hot.lender.sent(runs[0] as usize);
         let status = match hot.mesh.write_encoded(runs[0] as usize, frames) {
             Ok(()) => return Ok(None),
             Err(err) => encoded_status(err),

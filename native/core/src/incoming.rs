@@ -160,6 +160,20 @@ impl IncomingQueue {
         }
     }
 
+    /// Queues all of `delivery`, whatever room is left: for a lent read, which has no
+    /// place to hold frames (it reads at most its budget's worth past the capacity).
+    pub(crate) fn push_over(&self, delivery: Delivery) {
+        if delivery.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        self.len.fetch_add(delivery.len(), SeqCst);
+        state.items.push_back(delivery);
+        if state.waiting > 0 {
+            self.arrived.notify_one();
+        }
+    }
+
     /// No more pushes will come: wakes every waiting receiver.
     pub(crate) fn close(&self) {
         self.lock().closed = true;

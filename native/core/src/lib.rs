@@ -22,6 +22,7 @@ mod incoming;
 mod mesh;
 mod outgoing;
 mod reactor;
+mod reading;
 pub mod transport;
 
 pub use envelope::Envelope;
@@ -32,4 +33,5 @@ pub use error::{
 pub use incoming::Delivery;
 pub use mesh::{Disconnect, Disconnects, Incoming, Mesh, Outgoing, WeakMesh};
 pub use reactor::Notify;
+pub use reading::{Lent, LentReads};
 pub use transport::{Connection, Listener, Stream, TcpTransport, Transport};

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rustc_hash::FxBuildHasher;
 
-use crate::codec::{frame_header, EncodedFrames, FramesRef};
+use crate::codec::{frame_header, EncodedFrames, FrameDecoder, FramesRef};
 use crate::envelope::Envelope;
 use crate::error::{
     AddError, DisconnectReason, RecvError, RecvTimeoutError, RemoveError, SendEncodedError,
@@ -56,11 +56,14 @@ use crate::error::{
 use crate::incoming::{Delivery, IncomingQueue, Waited};
 use crate::outgoing::{Chunk, OutgoingQueue, PushError};
 use crate::reactor::{self, Channels, Command, Notify, Shared};
+use crate::reading::{LentReads, ReadLease};
 use crate::transport::Connection;
 #[cfg(doc)]
 use crate::transport::Stream;
 
 type Queues = papaya::HashMap<usize, Arc<OutgoingQueue>, FxBuildHasher>;
+/// The read state of the connections whose reads can be lent (a raw socket), by id.
+type Leases = papaya::HashMap<usize, Arc<ReadLease>, FxBuildHasher>;
 
 /// A connection reactor: sends to and receives from many connections in a background
 /// thread.
@@ -98,6 +101,7 @@ pub struct Mesh {
 struct Handle {
     shared: Arc<Shared>,
     queues: Queues,
+    leases: Leases,
     commands: Sender<Command>,
     disconnects: Receiver<Disconnect>,
     next_id: AtomicUsize,
@@ -160,6 +164,7 @@ impl Mesh {
         let handle = Arc::new(Handle {
             shared,
             queues: Queues::default(),
+            leases: Leases::default(),
             commands: commands_tx,
             disconnects: disconnects_rx,
             next_id: AtomicUsize::new(1),
@@ -194,13 +199,20 @@ impl Mesh {
             connection.max_frame_size(),
             socket,
         ));
+        let max = connection.max_frame_size();
+        let lease = Arc::new(ReadLease::new(FrameDecoder::new(max), socket));
         handle.queues.pin().insert(id, queue.clone());
+        if socket.is_some() {
+            handle.leases.pin().insert(id, lease.clone());
+        }
         if let Err(crossbeam_channel::SendError(command)) = handle.commands.send(Command::Add {
             id,
             connection,
             queue: queue.clone(),
+            lease,
         }) {
             handle.queues.pin().remove(&id);
+            handle.leases.pin().remove(&id);
             let Command::Add { connection, .. } = command else {
                 unreachable!("sent an Add")
             };
@@ -216,6 +228,24 @@ impl Mesh {
         Ok(id)
     }
 
+    /// Lends connection `id`'s reads to the calling thread, which polls the socket in its
+    /// own event loop and reads it when it is readable ([`LentReads::read`]): a frame then
+    /// wakes the receiver's thread directly rather than the reactor, which would then wake
+    /// it. `None` if the connection cannot be lent now: unknown, closing, lent already, not
+    /// a raw socket (TLS, or not Unix), or frames that did not fit the incoming queue wait in
+    /// the reactor. Dropping the [`LentReads`] gives the reads back.
+    pub fn lend_reads(&self, id: usize) -> Option<LentReads> {
+        let handle = &self.handle;
+        let lease = handle.leases.pin().get(&id)?.clone();
+        LentReads::lend(
+            id,
+            lease,
+            handle.shared.clone(),
+            self.incoming.queue.clone(),
+            handle.commands.clone(),
+        )
+    }
+
     /// Takes a connection out of the mesh and hands it back, with the frames it had not yet
     /// written and any half-read frame. Waits for the reactor (briefly: it never blocks).
     pub fn remove(&self, id: usize) -> Result<Connection, RemoveError> {
@@ -223,6 +253,7 @@ impl Mesh {
         if handle.queues.pin().remove(&id).is_none() {
             return Err(RemoveError::NotFound(id));
         }
+        handle.leases.pin().remove(&id);
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         if handle
             .commands
@@ -657,6 +688,11 @@ impl Incoming {
         true
     }
 
+    /// True while a consumer is armed: it waits, and has not been notified since.
+    pub fn is_armed(&self) -> bool {
+        self.handle.shared.recv_armed.load(SeqCst)
+    }
+
     /// The one envelope a single receive took.
     fn one(&self, mut taken: Vec<Delivery>) -> Envelope {
         self.took();
@@ -747,9 +783,9 @@ impl Disconnects {
     fn took(&self, notice: Disconnect) -> Disconnect {
         let queues = self.handle.queues.pin();
         // Only the tombstone: a remove() may have retired the id already.
-        queues
-            .remove_if(&notice.id, |_, queue| queue.is_closed())
-            .ok();
+        if let Ok(Some(_)) = queues.remove_if(&notice.id, |_, queue| queue.is_closed()) {
+            self.handle.leases.pin().remove(&notice.id);
+        }
         notice
     }
 }

@@ -47,7 +47,7 @@
 //!   reactor stopping call it too. The hook never calls back into the mesh.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,22 +57,17 @@ use crossbeam_queue::SegQueue;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustc_hash::FxHashMap;
 
+use crate::codec::FrameDecoder;
 use crate::envelope::Envelope;
 use crate::error::{DisconnectReason, RemoveError};
 use crate::incoming::{Delivery, IncomingQueue};
 use crate::mesh::Disconnect;
-use crate::outgoing::OutgoingQueue;
+use crate::outgoing::{OutgoingQueue, RawSocket};
+use crate::reading::{read_once, ReadLease, Step, READ_CHUNK};
 use crate::transport::connection::FRAMES_PER_WRITE;
 use crate::transport::Connection;
 
 const WAKER: Token = Token(usize::MAX);
-/// Size of the one read buffer shared by all connections.
-const READ_CHUNK: usize = 64 * 1024;
-/// A payload with at least this many bytes still to come is read straight into its own
-/// buffer rather than through the shared one (one copy fewer).
-const DIRECT_READ: usize = 16 * 1024;
-/// Frames with shorter payloads leave a read together, in one buffer ([`Delivery::Frames`]).
-const RUN_PAYLOAD_LIMIT: usize = 8 * 1024;
 /// Bytes read from one connection before the others get a turn.
 const READ_BUDGET: usize = 4 * READ_CHUNK;
 /// Bytes written to one connection before the others get a turn.
@@ -100,6 +95,12 @@ pub(crate) struct Shared {
     notify: Option<Notify>,
     /// Set by a consumer that found the incoming queue empty and wants to be notified.
     pub(crate) recv_armed: AtomicBool,
+    /// The reactor's poll, for a borrower of a connection's reads to take read interest off
+    /// and put it back (see [`crate::reading`]).
+    registry: mio::Registry,
+    /// True while the reactor holds frames that did not fit the incoming queue: no
+    /// connection is lent meanwhile (its frames held here must go first).
+    stalled_held: AtomicBool,
 }
 
 /// A callback that wakes an event-loop consumer (for example the Node binding). It is
@@ -146,6 +147,33 @@ impl Shared {
             notify();
         }
     }
+
+    /// True while the reactor holds frames that did not fit the incoming queue.
+    pub(crate) fn holds_stalled(&self) -> bool {
+        self.stalled_held.load(SeqCst)
+    }
+
+    /// Polls connection `id`'s socket for reading and writing, or (`readable` false) for
+    /// writing only. Called under the connection's lease lock, while it is not closing.
+    #[cfg(unix)]
+    pub(crate) fn set_read_interest(
+        &self,
+        socket: RawSocket,
+        id: usize,
+        readable: bool,
+    ) -> io::Result<()> {
+        let interest = match readable {
+            true => Interest::READABLE | Interest::WRITABLE,
+            false => Interest::WRITABLE,
+        };
+        self.registry
+            .reregister(&mut mio::unix::SourceFd(&socket), Token(id), interest)
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn set_read_interest(&self, socket: RawSocket, _: usize, _: bool) -> io::Result<()> {
+        match socket {}
+    }
 }
 
 /// Requests from the mesh handles.
@@ -154,10 +182,19 @@ pub(crate) enum Command {
         id: usize,
         connection: Connection,
         queue: Arc<OutgoingQueue>,
+        lease: Arc<ReadLease>,
     },
     Remove {
         id: usize,
         reply: Sender<Result<Connection, RemoveError>>,
+    },
+    /// A lent read ended the connection (the reason is in its lease).
+    ReadFailed {
+        id: usize,
+    },
+    /// Read the connection (its reads were given back but its poll refused read interest).
+    Read {
+        id: usize,
     },
     Shutdown,
 }
@@ -171,15 +208,31 @@ enum Finish {
 struct Conn {
     connection: Connection,
     queue: Arc<OutgoingQueue>,
+    /// The read state (the connection's decoder is in it while it is in the mesh).
+    lease: Arc<ReadLease>,
     read_listed: bool,
     write_listed: bool,
     /// The last write met `WouldBlock`: wait for a writable event.
     write_blocked: bool,
     /// Set once the connection is leaving; it is no longer polled.
     closing: Option<Finish>,
-    /// Its last frame was large: read the next header alone, so that the payload after it
-    /// is read straight into its own buffer rather than copied out of the shared one.
-    large_frames: bool,
+}
+
+impl Conn {
+    /// Puts the decoder back into the connection, which is leaving the mesh.
+    fn take_back_decoder(&mut self) {
+        let max = self.connection.max_frame_size();
+        let mut state = self.lease.lock();
+        self.connection.decoder =
+            std::mem::replace(&mut state.side.decoder, FrameDecoder::new(max));
+    }
+
+    /// No borrower touches the socket from now on.
+    fn mark_closing(&self) {
+        let mut state = self.lease.lock();
+        state.closing = true;
+        state.lent = false;
+    }
 }
 
 /// The channels a reactor is started with.
@@ -193,6 +246,7 @@ pub(crate) struct Channels {
 pub(crate) fn new_shared(notify: Option<Notify>) -> io::Result<(Poll, Arc<Shared>)> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
+    let registry = poll.registry().try_clone()?;
     let shared = Arc::new(Shared {
         ready: SegQueue::new(),
         waker,
@@ -202,6 +256,8 @@ pub(crate) fn new_shared(notify: Option<Notify>) -> io::Result<(Poll, Arc<Shared
         stopped: AtomicBool::new(false),
         notify,
         recv_armed: AtomicBool::new(false),
+        registry,
+        stalled_held: AtomicBool::new(false),
     });
     Ok((poll, shared))
 }
@@ -368,23 +424,32 @@ impl Reactor {
         match command {
             Command::Add {
                 id,
-                connection,
+                mut connection,
                 queue,
+                lease,
             } => {
+                let max = connection.max_frame_size();
+                let decoder = std::mem::replace(&mut connection.decoder, FrameDecoder::new(max));
                 let mut conn = Conn {
                     connection,
                     queue,
+                    lease,
                     read_listed: true,
                     write_listed: true,
                     write_blocked: false,
                     closing: None,
-                    large_frames: false,
                 };
                 let registered = self.poll.registry().register(
                     &mut conn.connection.stream,
                     Token(id),
                     Interest::READABLE | Interest::WRITABLE,
                 );
+                {
+                    // Lendable from now on (not before: lending changes the registration).
+                    let mut state = conn.lease.lock();
+                    state.side.decoder = decoder;
+                    state.registered = registered.is_ok();
+                }
                 self.conns.insert(id, conn);
                 match registered {
                     // Read and write at once: the stream may hold bytes already, and the
@@ -402,6 +467,22 @@ impl Reactor {
                     let _ = reply.send(Err(RemoveError::NotFound(id)));
                 }
             },
+            Command::ReadFailed { id } => {
+                if let Some(conn) = self.conns.get(&id) {
+                    let reason = conn.lease.lock().failed.take();
+                    if let (None, Some(reason)) = (&conn.closing, reason) {
+                        self.begin_close(id, Finish::Disconnect(reason));
+                    }
+                }
+            }
+            Command::Read { id } => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    if !conn.read_listed {
+                        conn.read_listed = true;
+                        self.read_list.push_back(id);
+                    }
+                }
+            }
             Command::Shutdown => self.running = false,
         }
     }
@@ -461,7 +542,7 @@ impl Reactor {
     }
 
     /// Reads a connection until it would block, has had its budget, or the incoming queue
-    /// is full, and delivers the frames it completes.
+    /// is full, and delivers the frames it completes. Not while its reads are lent.
     fn read(&mut self, id: usize) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -470,84 +551,24 @@ impl Reactor {
         if conn.closing.is_some() {
             return;
         }
+        let lease = conn.lease.clone();
+        let mut state = lease.lock();
+        if state.lent || state.failed.is_some() {
+            return;
+        }
         let mut total = 0;
         let reason = loop {
-            let connection = &mut conn.connection;
-            if connection.decoder.payload_remaining() >= DIRECT_READ {
-                // A large payload in progress: read it straight into its own buffer.
-                let stream = &mut connection.stream;
-                match connection
-                    .decoder
-                    .fill_payload(READ_CHUNK, |payload, window| {
-                        stream.read_append(payload, window)
-                    }) {
-                    Ok((0, _)) => {
-                        break DisconnectReason::EofMidFrame {
-                            buffered: connection.decoder.buffered(),
-                        }
-                    }
-                    Ok((n, frame)) => {
-                        total += n;
-                        if let Some(payload) = frame {
-                            conn.large_frames = true;
-                            deliver(
-                                &self.incoming,
-                                &mut self.stalled,
-                                Delivery::Envelope(Envelope::new(id, payload)),
-                            );
-                        }
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => break DisconnectReason::Io(err),
-                }
-            } else {
-                let limit = match conn.large_frames {
-                    true => conn.connection.decoder.wanted(),
-                    false => READ_CHUNK,
-                };
-                let n = match conn.connection.stream.read(&mut self.scratch[..limit]) {
-                    Ok(0) => {
-                        break match conn.connection.decoder.buffered() {
-                            0 => DisconnectReason::Eof,
-                            buffered => DisconnectReason::EofMidFrame { buffered },
-                        }
-                    }
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => break DisconnectReason::Io(err),
-                };
-                total += n;
-                let mut input = &self.scratch[..n];
-                let decoder = &mut conn.connection.decoder;
-                let decoded = loop {
-                    if let Some(frames) = decoder.decode_run(&mut input, RUN_PAYLOAD_LIMIT) {
-                        conn.large_frames = false;
-                        deliver(
-                            &self.incoming,
-                            &mut self.stalled,
-                            Delivery::Frames { id, frames },
-                        );
-                    }
-                    match decoder.decode(&mut input) {
-                        Ok(Some(payload)) => {
-                            conn.large_frames = payload.len() >= DIRECT_READ;
-                            deliver(
-                                &self.incoming,
-                                &mut self.stalled,
-                                Delivery::Envelope(Envelope::new(id, payload)),
-                            )
-                        }
-                        Ok(None) => break Ok(()),
-                        Err(err) => break Err(err),
-                    }
-                };
-                if let Err(err) = decoded {
-                    break DisconnectReason::Protocol(err);
-                }
+            let stream = &mut conn.connection.stream;
+            let (incoming, stalled) = (&self.incoming, &mut self.stalled);
+            let mut deliver = |delivery| deliver(incoming, stalled, delivery);
+            match read_once(id, &mut state.side, stream, &mut self.scratch, &mut deliver) {
+                Step::Read { n, .. } => total += n,
+                Step::WouldBlock => return,
+                Step::End(reason) => break reason,
             }
             if !self.stalled.is_empty() {
+                // No lending until these are in (under the lock: a borrower sees it).
+                self.shared.stalled_held.store(true, SeqCst);
                 // Still readable, most likely: first in line once there is room.
                 conn.read_listed = true;
                 self.read_list.push_front(id);
@@ -559,6 +580,7 @@ impl Reactor {
                 return;
             }
         };
+        drop(state);
         self.begin_close(id, Finish::Disconnect(reason));
     }
 
@@ -586,6 +608,7 @@ impl Reactor {
             }
             moved = true;
         }
+        self.shared.stalled_held.store(false, SeqCst);
         if !self.held_notices.is_empty() {
             for notice in self.held_notices.drain(..) {
                 let _ = self.disconnects.send(notice);
@@ -600,6 +623,8 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        // Taken back from a borrower, if lent; the lock orders this against its reads.
+        conn.mark_closing();
         let _ = self.poll.registry().deregister(&mut conn.connection.stream);
         conn.queue.close();
         if conn.queue.take_room_wanted() {
@@ -631,9 +656,10 @@ impl Reactor {
                 return;
             }
         }
-        let conn = self.conns.remove(&id).expect("present above");
-        match conn.closing.expect("closing") {
+        let mut conn = self.conns.remove(&id).expect("present above");
+        match conn.closing.take().expect("closing") {
             Finish::Remove(reply) => {
+                conn.take_back_decoder();
                 let _ = reply.send(Ok(conn.connection));
             }
             Finish::Disconnect(reason) => {
@@ -658,12 +684,14 @@ impl Reactor {
     /// At shutdown: writes what each connection can take without blocking, then closes it.
     fn close_all(&mut self) {
         for (_, mut conn) in self.conns.drain() {
+            conn.mark_closing();
             conn.queue.close();
             wait_for_direct_write(&conn.queue);
             if conn.closing.is_none() {
                 let _ = drain_nonblocking(&mut conn);
             }
             if let Some(Finish::Remove(reply)) = conn.closing.take() {
+                conn.take_back_decoder();
                 let _ = reply.send(Ok(conn.connection));
             }
         }
@@ -678,6 +706,7 @@ impl Drop for Reactor {
         // Receivers take what is queued, then learn that nothing more will come.
         self.incoming.close();
         for conn in self.conns.values() {
+            conn.mark_closing();
             conn.queue.close();
         }
         // The sockets close when the connections drop, after this: not under a direct write.
@@ -686,11 +715,14 @@ impl Drop for Reactor {
         }
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Add { queue, .. } => queue.close(),
+                Command::Add { queue, lease, .. } => {
+                    lease.lock().closing = true;
+                    queue.close()
+                }
                 Command::Remove { id, reply } => {
                     let _ = reply.send(Err(RemoveError::NotFound(id)));
                 }
-                Command::Shutdown => {}
+                Command::ReadFailed { .. } | Command::Read { .. } | Command::Shutdown => {}
             }
         }
         // Consumers waiting in an event loop must learn that nothing more will come.

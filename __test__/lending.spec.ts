@@ -4,6 +4,7 @@
 // waits behave as they always do; and a reply wakes JavaScript without the reactor.
 import test from 'ava'
 import * as fs from 'node:fs'
+import type * as net from 'node:net'
 
 import { DisconnectErrorKind, Envelope, Mesh, RecvError, RecvErrorKind } from '../index'
 import { connectionPair, frame, frameReader, nextDisconnect, numbered, numberOf, rawPeer, sleep } from './helpers'
@@ -31,6 +32,28 @@ function wakesBetween(before: Map<string, number>, after: Map<string, number>): 
   let total = 0
   for (const [tid, count] of after) total += count - (before.get(tid) ?? count)
   return total
+}
+
+/**
+ * Request and reply with a plain peer that answers each request with `reply-N`, so the
+ * connection is lent from the second round on (a conversation with one peer).
+ */
+async function converse(
+  mesh: Mesh,
+  peer: net.Socket,
+  id: number,
+  requests: ReturnType<typeof frameReader>,
+): Promise<void> {
+  for (let n = 0; n < 3; n++) {
+    mesh.send(new Envelope(id, `request-${n}`))
+    check((await requests.next()).toString() === `request-${n}`)
+    peer.write(frame(`reply-${n}`))
+    check((await mesh.recv()).payload.toString() === `reply-${n}`)
+  }
+}
+
+function check(condition: boolean): void {
+  if (!condition) throw new Error('the conversation went wrong')
 }
 
 linuxOnly('a reply to a waiting receive wakes the JavaScript thread, not the reactor', async (t) => {
@@ -119,8 +142,8 @@ test('a peer that ends while a receive waits on its connection: its frames, then
   const mesh = new Mesh(64, 64)
   const [peer, id] = await rawPeer(mesh)
   const requests = frameReader(peer)
-  mesh.send(new Envelope(id, 'request'))
-  t.is((await requests.next()).toString(), 'request')
+  await converse(mesh, peer, id, requests)
+  t.pass()
   const disconnected = nextDisconnect(mesh)
   const waiting = mesh.recv()
   await sleep(20)
@@ -136,9 +159,7 @@ test('a peer that ends while a receive waits on its connection: its frames, then
 test('remove, then shutdown, while a receive waits on the connection last sent to', async (t) => {
   const mesh = new Mesh(64, 64)
   const [peer, id] = await rawPeer(mesh)
-  const requests = frameReader(peer)
-  mesh.send(new Envelope(id, 'request'))
-  await requests.next()
+  await converse(mesh, peer, id, frameReader(peer))
   const waiting = mesh.recv()
   await sleep(20)
   // The peer's half frame is in the lent reads' decoder when the connection leaves.
@@ -158,9 +179,7 @@ test('remove, then shutdown, while a receive waits on the connection last sent t
 test('frames that arrive while no receive waits are kept for the next one', async (t) => {
   const mesh = new Mesh(64, 64)
   const [peer, id] = await rawPeer(mesh)
-  const requests = frameReader(peer)
-  mesh.send(new Envelope(id, 'request'))
-  await requests.next()
+  await converse(mesh, peer, id, frameReader(peer))
   const waiting = mesh.recv()
   peer.write(frame(numbered(0)))
   t.is(numberOf((await waiting).payload), 0)

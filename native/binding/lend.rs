@@ -2,15 +2,20 @@
 //!
 //! # Contract
 //!
-//! - When a receive starts to wait (`armRecv` finds nothing queued), the connection this
-//!   mesh last sent a one-connection batch to is lent to the JavaScript thread
-//!   ([`Mesh::lend_reads`]): libuv polls a duplicate of its socket, and when it is
-//!   readable the poll callback reads it ([`LentReads::read`]) and wakes the environment.
-//!   A reply to a request then wakes one thread, as it would with `net`, not the reactor
-//!   first and JavaScript after it.
+//! - When a receive starts to wait (`armRecv` finds nothing queued) right after a
+//!   conversation with one peer (the last two receives took envelopes from one connection
+//!   only, and the last one-connection batch went to it), that connection is lent to the
+//!   JavaScript thread ([`Mesh::lend_reads`]): libuv polls a duplicate of its socket, and
+//!   when it is readable the poll callback reads it ([`LentReads::read`]) and runs the
+//!   environment's wake callback at once. A reply to a request then wakes one thread, as
+//!   it would with `net`, not the reactor first and JavaScript after it. A server that
+//!   answers many peers in turn lends nothing (each lend costs a few system calls: it
+//!   would pay them on every request).
+//!
+//! [`Mesh::lend_reads`]: wiremesh_core::Mesh::lend_reads
+//! [`LentReads::read`]: wiremesh_core::LentReads::read
 //! - Only one connection per mesh is lent at a time; it stays lent while receives keep
-//!   waiting. It is given back when a receive waits after a send to another connection,
-//!   when the socket is readable but no receive waits (what arrives then is the
+//!   waiting. It is given back when another connection qualifies, when the socket is readable but no receive waits (what arrives then is the
 //!   reactor's to buffer), when the mesh shuts down, when its handles are collected, and
 //!   when the environment is torn down. The reactor takes it back by itself when the
 //!   connection closes; the next poll callback or wait notices and stops polling.
@@ -35,6 +40,9 @@ pub(crate) struct Lender {
     waker: Arc<EnvWaker>,
     /// The connection of the last one-connection batch (0: none).
     last_sent: Cell<usize>,
+    /// The connection the last receives took from, and how many receives in a row took
+    /// envelopes from it alone.
+    streak: Cell<(usize, u32)>,
     #[cfg(unix)]
     poll: Cell<*mut imp::Poll>,
     #[cfg(unix)]
@@ -53,6 +61,7 @@ impl Lender {
             mesh,
             waker,
             last_sent: Cell::new(0),
+            streak: Cell::new((0, 0)),
             #[cfg(unix)]
             poll: Cell::new(std::ptr::null_mut()),
             #[cfg(unix)]
@@ -65,10 +74,24 @@ impl Lender {
         self.last_sent.set(id);
     }
 
-    /// A receive waits (the incoming queue is armed): lend the connection last sent to.
+    /// A receive took envelopes: from connection `from` only, or (`None`) from several.
+    pub(crate) fn received(&self, from: Option<usize>) {
+        let (id, count) = self.streak.get();
+        self.streak.set(match from {
+            Some(from) if from == id => (id, count.saturating_add(1)),
+            Some(from) => (from, 1),
+            None => (0, 0),
+        });
+    }
+
+    /// A receive waits (the incoming queue is armed): lend the connection of a one-peer
+    /// conversation, if there is one.
     pub(crate) fn waiting(self: &Rc<Self>) {
-        #[cfg(unix)]
-        imp::lend(self, self.last_sent.get());
+        let (id, count) = self.streak.get();
+        if count >= 2 && id == self.last_sent.get() {
+            #[cfg(unix)]
+            imp::lend(self, id);
+        }
     }
 
     /// Gives back whatever is lent.

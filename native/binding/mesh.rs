@@ -383,6 +383,9 @@ pub fn mesh_recv_batch(
         _ => return Ok(None),
     };
     meta[0] = taken as f64;
+    let first = deliveries[0].id();
+    let single = deliveries.iter().all(|delivery| delivery.id() == first);
+    hot.lender.received(single.then_some(first));
     Ok(Some(hand_over(deliveries, &mut meta[1..])))
 }
 

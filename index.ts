@@ -149,6 +149,10 @@ Object.defineProperty(PayloadView.prototype, 'constructor', {
   configurable: true,
 })
 
+/** What `takeOrArm` returns when no envelope waits: a wake will come, or nothing will. */
+const ARMED = 0
+const STOPPED = 1
+
 /** The most envelopes one native call hands over (its `meta` has room for as many). */
 const BATCH_MAX = 4096
 
@@ -172,13 +176,40 @@ function unpackReceived(buffers: Uint8Array[], meta: Float64Array, out: Envelope
 // Keeping the process alive, and waking
 
 let keepAliveCount = 0
+/** Whether the waker is ref'd (it lags `keepAliveCount` by a few microtasks when that reaches 0). */
+let keptAlive = false
+/** Microtask hops left before an idle waker is unref'd; 0 when no check is queued. */
+let unrefHops = 0
 
 function retain(): void {
-  if (keepAliveCount++ === 0) native.keepAlive(true)
+  keepAliveCount++
+  if (!keptAlive) {
+    keptAlive = true
+    native.keepAlive(true)
+  }
 }
 
+/**
+ * Unrefs the waker once nothing waits: a few microtasks later, so that code which takes an
+ * envelope and waits again at once (`await mesh.recv()` in a loop) does not unref and ref it
+ * for every envelope.
+ */
 function release(): void {
-  if (--keepAliveCount === 0) native.keepAlive(false)
+  if (--keepAliveCount === 0 && unrefHops === 0) {
+    unrefHops = 4
+    queueMicrotask(unrefIfIdle)
+  }
+}
+
+function unrefIfIdle(): void {
+  if (keepAliveCount !== 0 || !keptAlive) {
+    unrefHops = 0
+  } else if (--unrefHops > 0) {
+    queueMicrotask(unrefIfIdle)
+  } else {
+    keptAlive = false
+    native.keepAlive(false)
+  }
 }
 
 /** Every mesh of this environment, for the wake handler. */
@@ -593,6 +624,27 @@ class MeshState {
     return envelope
   }
 
+  /**
+   * The next envelope if one is waiting; if none, asks for a wake (`ARMED`), or says that
+   * none will come (`STOPPED`). One native call where `take`, `isStopped` and `arm` make three.
+   */
+  takeOrArm(): Envelope | typeof ARMED | typeof STOPPED {
+    if (this.readyHead === this.ready.length) {
+      this.ready.length = 0
+      this.readyHead = 0
+      const buffers = native.meshTakeOrArm(this.hot, PREFETCH, this.meta)
+      if (buffers === null) {
+        if (this.meta[0] === 0) return ARMED
+        this.stopped = true
+        return STOPPED
+      }
+      unpackReceived(buffers, this.meta, this.ready)
+    }
+    const envelope = this.ready[this.readyHead]
+    this.ready[this.readyHead++] = undefined as unknown as Envelope
+    return envelope
+  }
+
   /** Up to `max` envelopes waiting, without waiting. */
   takeMany(max: number): Envelope[] {
     const out: Envelope[] = []
@@ -624,11 +676,12 @@ class MeshState {
     return this.stopped
   }
 
-  addRecvWaiter(waiter: RecvWaiter): void {
+  /** Adds a waiting receive; `armed`: `takeOrArm` asked for the wake already. */
+  addRecvWaiter(waiter: RecvWaiter, armed = false): void {
     this.recvWaiters.push(waiter)
     waiting.add(this)
     retain()
-    this.arm()
+    if (!armed) this.arm()
   }
 
   /** Lets go of the strong reference once nothing waits. */
@@ -916,11 +969,11 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
   /** The next envelope from any connection. Rejects with `RecvError` (`Shutdown` once shut down and drained). */
   recv(): Promise<Envelope> {
     const state = this.#state
-    const envelope = state.take()
-    if (envelope !== undefined) return Promise.resolve(envelope)
-    if (state.isStopped()) return Promise.reject(state.endError())
+    const envelope = state.takeOrArm()
+    if (envelope === STOPPED) return Promise.reject(state.endError())
+    if (envelope !== ARMED) return Promise.resolve(envelope)
     return new Promise((resolve, reject) => {
-      state.addRecvWaiter({ max: 0, resolve, reject })
+      state.addRecvWaiter({ max: 0, resolve, reject }, true)
     })
   }
 

@@ -216,7 +216,10 @@ impl NativeMesh {
                 let mut meta = vec![0.0; 1 + 4 * notice.unsent.len()];
                 meta[0] = notice.unsent.len() as f64;
                 let deliveries = notice.unsent.into_iter().map(Delivery::Envelope).collect();
-                let buffers = hand_over(deliveries, &mut meta[1..]);
+                let buffers = hand_over(deliveries, &mut meta[1..])
+                    .into_iter()
+                    .map(Handed::into_uint8array)
+                    .collect();
                 Batch {
                     buffers,
                     meta: Float64Array::new(meta),
@@ -361,12 +364,15 @@ pub fn mesh_max_frame_size(hot: &External<HotMesh>, id: f64) -> f64 {
 /// `null` if none is waiting. `meta[0]` gets the number taken; then each envelope has four
 /// numbers, `[id, buffer, start, end]`: its payload is bytes `start..end` of
 /// `buffers[buffer]`, the array returned.
-#[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, max: number, meta: Float64Array")]
+#[napi(
+    ts_args_type = "hot: ExternalObject<'HotMesh'>, max: number, meta: Float64Array",
+    ts_return_type = "Array<Uint8Array> | null"
+)]
 pub fn mesh_recv_batch(
     hot: &External<HotMesh>,
     max: u32,
     mut meta: Float64ArraySlice,
-) -> Result<Option<Vec<Uint8Array>>> {
+) -> Result<Option<Vec<Handed>>> {
     // SAFETY: the JavaScript thread is in this call; nothing else touches `meta` meanwhile.
     let meta = unsafe { meta.as_mut() };
     let room = meta.len().saturating_sub(1) / 4;
@@ -382,11 +388,123 @@ pub fn mesh_recv_batch(
         Ok(taken) if taken > 0 => taken,
         _ => return Ok(None),
     };
+    Ok(Some(handed_batch(hot, deliveries, taken, meta)))
+}
+
+/// Lays out `taken` envelopes in `meta` and hands their buffers over.
+fn handed_batch(
+    hot: &HotMesh,
+    deliveries: Vec<Delivery>,
+    taken: usize,
+    meta: &mut [f64],
+) -> Vec<Handed> {
     meta[0] = taken as f64;
     let first = deliveries[0].id();
     let single = deliveries.iter().all(|delivery| delivery.id() == first);
     hot.lender.received(single.then_some(first));
-    Ok(Some(hand_over(deliveries, &mut meta[1..])))
+    hand_over(deliveries, &mut meta[1..])
+}
+
+/// A buffer on its way to JavaScript: handed over uncopied, or, below [`COPY_BELOW`]
+/// bytes, copied into memory JavaScript owns (cheaper than an external buffer, whose
+/// finalizer, handle and accounting cost more than copying a few hundred bytes).
+pub enum Handed {
+    Uncopied(Uint8Array),
+    Copied(Vec<u8>),
+}
+
+/// Runs and shared buffers shorter than this are copied into JavaScript memory.
+const COPY_BELOW: usize = 1024;
+
+impl Handed {
+    /// `bytes` as a buffer for JavaScript, copied if short.
+    fn of(bytes: Vec<u8>) -> Self {
+        match bytes.len() < COPY_BELOW {
+            true => Handed::Copied(bytes),
+            false => Handed::Uncopied(Uint8Array::new(bytes)),
+        }
+    }
+
+    fn into_uint8array(self) -> Uint8Array {
+        match self {
+            Handed::Uncopied(array) => array,
+            Handed::Copied(bytes) => Uint8Array::new(bytes),
+        }
+    }
+}
+
+impl TypeName for Handed {
+    fn type_name() -> &'static str {
+        "Uint8Array"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for Handed {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, val: Self) -> Result<napi::sys::napi_value> {
+        match val {
+            // SAFETY: forwarded as napi-rs would convert it.
+            Handed::Uncopied(array) => unsafe { Uint8Array::to_napi_value(env, array) },
+            Handed::Copied(bytes) => {
+                let (mut data, mut value) = (std::ptr::null_mut(), std::ptr::null_mut());
+                // SAFETY: Node copies `bytes.len()` bytes from a live slice.
+                let status = unsafe {
+                    napi::sys::napi_create_buffer_copy(
+                        env,
+                        bytes.len(),
+                        bytes.as_ptr().cast(),
+                        &mut data,
+                        &mut value,
+                    )
+                };
+                match status {
+                    napi::sys::Status::napi_ok => Ok(value),
+                    status => Err(Error::new(Status::from(status), "could not copy a buffer")),
+                }
+            }
+        }
+    }
+}
+
+/// [`mesh_recv_batch`], and if nothing waits, asks for a wake in the same call: returns
+/// `null` with `meta[0]` 0 once armed (the waker runs when envelopes arrive; a connection
+/// may be lent, see `lend.rs`), or -1 if nothing waits and nothing will (the mesh stopped).
+#[napi(
+    ts_args_type = "hot: ExternalObject<'HotMesh'>, max: number, meta: Float64Array",
+    ts_return_type = "Array<Uint8Array> | null"
+)]
+pub fn mesh_take_or_arm(
+    hot: &External<HotMesh>,
+    max: u32,
+    mut meta: Float64ArraySlice,
+) -> Result<Option<Vec<Handed>>> {
+    // SAFETY: the JavaScript thread is in this call; nothing else touches `meta` meanwhile.
+    let meta = unsafe { meta.as_mut() };
+    let room = meta.len().saturating_sub(1) / 4;
+    if room == 0 {
+        return Err(Error::new(Status::InvalidArg, "no room in meta"));
+    }
+    let incoming = hot.mesh.incoming();
+    let mut deliveries = Vec::new();
+    loop {
+        match incoming.try_recv_deliveries((max.max(1) as usize).min(room), &mut deliveries) {
+            Ok(taken) if taken > 0 => return Ok(Some(handed_batch(hot, deliveries, taken, meta))),
+            Ok(_) if incoming.arm() => {
+                hot.lender.waiting();
+                meta[0] = 0.0;
+                return Ok(None);
+            }
+            // Envelopes arrived since the take: take them.
+            Ok(_) if !hot.mesh.is_shutdown() => continue,
+            _ => {
+                meta[0] = -1.0;
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// Hands what the reactor delivered to JavaScript, copying as little as possible: a run of
@@ -394,7 +512,7 @@ pub fn mesh_recv_batch(
 /// freed when JavaScript lets go of the last payload); payloads of [`SHARED_LIMIT`] bytes
 /// and more too, as their own buffers. Small payloads that came alone, and parts of runs
 /// split by `max`, are copied into one buffer shared by the batch.
-fn hand_over(deliveries: Vec<Delivery>, meta: &mut [f64]) -> Vec<Uint8Array> {
+fn hand_over(deliveries: Vec<Delivery>, meta: &mut [f64]) -> Vec<Handed> {
     let shared_limit = SHARED_LIMIT_NOW.load(Relaxed) as usize;
     let mut buffers = Vec::new();
     let mut shared: Vec<u8> = Vec::new();
@@ -412,15 +530,21 @@ fn hand_over(deliveries: Vec<Delivery>, meta: &mut [f64]) -> Vec<Uint8Array> {
                     (start, start + p.len())
                 }));
                 let (mut buf, range) = frames.into_parts();
-                let (index, at) = match Arc::get_mut(&mut buf) {
+                // A short run is copied (see `Handed`); a long one JavaScript may have, if
+                // nothing else holds its buffer.
+                let unique = match range.len() < COPY_BELOW {
+                    true => None,
+                    false => Arc::get_mut(&mut buf),
+                };
+                let (index, at) = match unique {
                     Some(bytes) => {
                         // Nothing else holds the buffer: JavaScript may have it.
                         let ptr = bytes[range.clone()].as_mut_ptr();
                         // SAFETY: `ptr` points at `range.len()` bytes of `buf`, which nothing
                         // else can reach; the finalizer owns `buf` until JavaScript lets go.
-                        buffers.push(unsafe {
+                        buffers.push(Handed::Uncopied(unsafe {
                             Uint8Array::with_external_data(ptr, range.len(), move |_, _| drop(buf))
-                        });
+                        }));
                         (buffers.len() - 1, 0)
                     }
                     None => {
@@ -445,7 +569,7 @@ fn hand_over(deliveries: Vec<Delivery>, meta: &mut [f64]) -> Vec<Uint8Array> {
                     write_meta(meta, frame, id, usize::MAX, at, at + len);
                 } else {
                     write_meta(meta, frame, id, buffers.len(), 0, len);
-                    buffers.push(Uint8Array::new(payload));
+                    buffers.push(Handed::Uncopied(Uint8Array::new(payload)));
                 }
                 frame += 1;
             }
@@ -456,7 +580,7 @@ fn hand_over(deliveries: Vec<Delivery>, meta: &mut [f64]) -> Vec<Uint8Array> {
         for frame in in_shared {
             meta[4 * frame + 1] = index;
         }
-        buffers.push(Uint8Array::new(shared));
+        buffers.push(Handed::of(shared));
     }
     buffers
 }

@@ -195,3 +195,31 @@ test('frames that arrive while no receive waits are kept for the next one', asyn
   mesh.shutdown()
   peer.destroy()
 })
+
+test('a peer that floods a lent connection while the receiver is slow is held back by TCP', async (t) => {
+  const mesh = new Mesh(16, 64)
+  const [peer, id] = await rawPeer(mesh)
+  await converse(mesh, peer, id, frameReader(peer))
+  const waiting = mesh.recv()
+  // 32 MiB of numbered 64-byte frames: far more than the kernel's buffers hold.
+  const perChunk = 16384
+  const chunks = 32
+  for (let c = 0; c < chunks; c++) {
+    peer.write(Buffer.concat(Array.from({ length: perChunk }, (_, n) => frame(numbered(c * perChunk + n, 60)))))
+  }
+  t.is(numberOf((await waiting).payload), 0)
+  // No receive waits now: the mesh must not read on into memory.
+  await sleep(300)
+  const unread = peer.writableLength
+  t.true(unread > 16 << 20, `the mesh read all but ${unread} bytes while nobody received`)
+  let next = 1
+  while (next < chunks * perChunk) {
+    for (const envelope of await mesh.recvBatch(4096)) {
+      if (numberOf(envelope.payload) !== next) t.fail(`frame ${numberOf(envelope.payload)}, expected ${next}`)
+      next++
+    }
+  }
+  t.is(next, chunks * perChunk)
+  mesh.shutdown()
+  peer.destroy()
+})

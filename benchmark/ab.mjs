@@ -7,7 +7,10 @@
 //   git checkout <commit before> && npm run build && cp wiremesh.linux-x64-gnu.node /tmp/before.node
 //   git checkout main && npm run build
 //   node benchmark/ab.mjs /tmp/before.node /tmp/after.node [--size=64] [--conns=1]
-//        [--count=2000000] [--runs=8]
+//        [--count=2000000] [--runs=8] [--pingpong]
+//
+// `--pingpong` runs the ping-pong scenario instead (one connection, 64 B, `--count` round
+// trips, default 20000) and prints round trips per second and p50/p99 latency.
 //
 // Each build is copied over the package's binary for its runs; the binary is put back at
 // the end. Only the addon changes between builds: index.js is the one in the checkout.
@@ -24,12 +27,15 @@ const argv = process.argv.slice(2)
 const option = (name, fallback) =>
   Number(argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback)
 const builds = argv.filter((arg) => !arg.startsWith('--'))
+const pingpong = argv.includes('--pingpong')
 const size = option('size', 64)
-const conns = option('conns', 1)
-const count = option('count', 2_000_000)
+const conns = pingpong ? 1 : option('conns', 1)
+const count = option('count', pingpong ? 20_000 : 2_000_000)
 const runs = option('runs', 8)
 if (builds.length < 2) {
-  console.error('usage: node benchmark/ab.mjs <build.node> <build.node>... [--size=] [--conns=] [--count=] [--runs=]')
+  console.error(
+    'usage: node benchmark/ab.mjs <build.node> <build.node>... [--size=] [--conns=] [--count=] [--runs=] [--pingpong]',
+  )
   process.exit(2)
 }
 const binary = readdirSync(root).find((name) => /^wiremesh\..*\.node$/.test(name))
@@ -69,7 +75,7 @@ function peer(config) {
 const cpu = (result) => (result.cpu.user + result.cpu.system) / 1e6
 
 async function once() {
-  const base = { scenario: 'stream', conns, size, count, timeout: 60 }
+  const base = { scenario: pingpong ? 'pingpong' : 'stream', conns, size, count, timeout: 60 }
   const recv = peer({ ...base, role: 'recv', listen: true })
   const { port } = await recv.next('listening')
   const send = peer({ ...base, role: 'send', port })
@@ -81,7 +87,8 @@ async function once() {
   send.stdin.write('exit\n')
   const sent = await send.next('result')
   const seconds = Number(BigInt(received.t1) - BigInt(done.t0)) / 1e9
-  return { rate: count / seconds, recvCpu: cpu(received), sendCpu: cpu(sent) }
+  const latency = { p50: Number(done.p50) / 1e3, p99: Number(done.p99) / 1e3 }
+  return { rate: count / seconds, recvCpu: cpu(received), sendCpu: cpu(sent), ...latency }
 }
 
 const rateText = (rate) => (rate >= 1e6 ? `${(rate / 1e6).toFixed(2)} M` : `${(rate / 1e3).toFixed(1)} k`)
@@ -104,8 +111,19 @@ try {
   copyFileSync(saved, installed)
   rmSync(saved)
 }
-console.log(`stream ${size} B x${conns}, ${count} messages, ${runs} alternating runs per build; medians`)
+const what = pingpong ? `ping-pong ${size} B, ${count} round trips` : `stream ${size} B x${conns}, ${count} messages`
+console.log(`${what}, ${runs} alternating runs per build; medians`)
 for (const [build, list] of results) {
+  if (pingpong) {
+    const p50 = list.map((r) => r.p50.toFixed(1))
+    const p99 = list.map((r) => r.p99.toFixed(1))
+    console.log(
+      `${build}: ${rateText(median(list.map((r) => r.rate)))} round trips/s, ` +
+        `p50 ${median(list.map((r) => r.p50)).toFixed(1)} us, p99 ${median(list.map((r) => r.p99)).toFixed(1)} us, ` +
+        `CPU ${median(list.map((r) => r.recvCpu + r.sendCpu)).toFixed(3)} s (p50s: ${p50.join(', ')}; p99s: ${p99.join(', ')})`,
+    )
+    continue
+  }
   const rate = median(list.map((r) => r.rate))
   const recvCpu = median(list.map((r) => r.recvCpu))
   const sendCpu = median(list.map((r) => r.sendCpu))

@@ -35,6 +35,7 @@ use crate::env::EnvWaker;
 
 /// What a mesh's JavaScript handles share: the connection they last sent to, and the
 /// poll of the one lent, if any.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) struct Lender {
     mesh: Mesh,
     waker: Arc<EnvWaker>,

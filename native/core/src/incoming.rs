@@ -7,7 +7,9 @@
 //!   that arrived in pieces). Receivers take frames; a run may be taken in parts.
 //! - The capacity counts frames, not items. [`IncomingQueue::push`] takes what fits and
 //!   hands back the rest of a run (or the whole item): the reactor holds that and stops
-//!   reading until there is room. So the queue never holds more than its capacity.
+//!   reading until there is room. So the queue never holds more than its capacity, but for
+//!   what one lent read adds past it ([`IncomingQueue::push_over`], at most that read's
+//!   budget); until it is taken below its capacity again, every push is refused.
 //! - One short lock guards the items. It is held only to move items in or out, never
 //!   across a wait or I/O, so the reactor never waits on a receiver for longer than that.
 //!   The number of frames waiting is also kept in an atomic, so asking whether anything
@@ -136,7 +138,8 @@ impl IncomingQueue {
     /// or all of it).
     pub(crate) fn push(&self, mut delivery: Delivery) -> Result<(), Delivery> {
         let mut state = self.lock();
-        let room = self.capacity - self.len.load(SeqCst);
+        // A lent read may have filled it past its capacity.
+        let room = self.capacity.saturating_sub(self.len.load(SeqCst));
         if room == 0 || delivery.is_empty() {
             return if delivery.is_empty() {
                 Ok(())
@@ -310,6 +313,23 @@ mod tests {
             .collect();
         assert_eq!(payloads, expected);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn past_its_capacity_by_a_lent_read_it_refuses_until_taken_below_it() {
+        let queue = IncomingQueue::new(2);
+        queue.push_over(run(1, &[b"a", b"b", b"c", b"d"]));
+        assert_eq!(queue.len(), 4);
+        let refused = queue.push(Delivery::Envelope(Envelope::new(2, b"x".to_vec())));
+        let refused = refused.expect_err("no room past the capacity");
+        let mut out = Vec::new();
+        assert_eq!(queue.try_take(2, &mut out), Ok(2));
+        let refused = queue.push(refused).expect_err("still at its capacity");
+        assert_eq!(queue.try_take(1, &mut out), Ok(1));
+        queue.push(refused).expect("room again");
+        assert_eq!(queue.try_take(10, &mut out), Ok(2));
+        let ids: Vec<_> = envelopes(out).iter().map(|e| e.id()).collect();
+        assert_eq!(ids, [1, 1, 1, 1, 2]);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   carries a stream with its framing state.
 //! - the reactor (private): one thread, one `mio::Poll`, bounded queues; small frames
 //!   leave it in runs, one buffer per read (the incoming queue, private, and [`Delivery`]).
+//! - reading (private): one read and the frames it completes, shared by the reactor and a
+//!   thread a connection's reads are lent to ([`Mesh::lend_reads`], [`LentReads`]).
 //! - [`Mesh`]: the handle a program uses: add and remove connections, send by id, receive
 //!   from all.
 //!

@@ -27,6 +27,12 @@
 //!   writers. What the socket does not take comes back with the flag, ahead of the queue.
 //!   A closing connection stays open until such a write is over (the queue is not settled
 //!   meanwhile).
+//! - **A connection's reads may be lent.** A consumer in an event loop may borrow the reads
+//!   of the connection it converses with ([`crate::reading`]): the reactor takes read
+//!   interest off it and does not read it until it is given back (or the reactor takes it
+//!   back, to close it). Every read, the reactor's and a borrower's, holds the connection's
+//!   lease lock (uncontended unless a lend or give-back is under way), so frames keep their
+//!   order whoever reads them.
 //! - **Small frames leave in runs.** The whole small frames of one read go to the incoming
 //!   queue as one [`Delivery`]: one allocation and one copy for all of them, not one per
 //!   frame. A payload of [`RUN_PAYLOAD_LIMIT`] bytes or more leaves in a buffer of its own,

@@ -25,6 +25,7 @@
 //!   before it. The borrower never touches the socket once its connection is closing, so
 //!   the reactor may close it as usual.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::{fmt, io};
 
@@ -270,7 +271,9 @@ impl LentReads {
 
     /// Reads what has arrived, up to a budget, and queues the frames it completes for the
     /// receivers (past the incoming queue's capacity if need be: at most the budget's
-    /// worth). Call it when the socket is readable.
+    /// worth). Call it when the socket is readable and the consumer is armed
+    /// ([`Incoming::is_armed`](crate::Incoming::is_armed)); a read that delivers disarms it,
+    /// as the reactor's notification would.
     pub fn read(&mut self) -> Lent {
         let mut state = self.lease.lock();
         if !state.lent {
@@ -301,6 +304,13 @@ impl LentReads {
             }
         };
         let Some(reason) = reason else {
+            if frames > 0 {
+                // The waiting consumer is served, as if the reactor had notified it: it
+                // arms again once it has taken what is queued, and a borrower reads only
+                // while it is armed, so a peer that floods a lent connection fills the
+                // incoming queue by at most a budget past its capacity.
+                self.shared.recv_armed.store(false, SeqCst);
+            }
             return Lent::Yes(frames);
         };
         // Ended: the reactor closes it, after the frames delivered above.

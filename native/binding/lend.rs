@@ -11,19 +11,20 @@
 //!   it would with `net`, not the reactor first and JavaScript after it. A server that
 //!   answers many peers in turn lends nothing (each lend costs a few system calls: it
 //!   would pay them on every request).
-//!
-//! [`Mesh::lend_reads`]: wiremesh_core::Mesh::lend_reads
-//! [`LentReads::read`]: wiremesh_core::LentReads::read
 //! - Only one connection per mesh is lent at a time; it stays lent while receives keep
-//!   waiting. It is given back when another connection qualifies, when the socket is readable but no receive waits (what arrives then is the
-//!   reactor's to buffer), when the mesh shuts down, when its handles are collected, and
-//!   when the environment is torn down. The reactor takes it back by itself when the
+//!   waiting. It is given back when another connection qualifies, when the socket is
+//!   readable but no receive waits (what arrives then is the reactor's to buffer), when
+//!   the mesh shuts down, when its handles are collected, and when the environment is torn
+//!   down. The reactor takes it back by itself when the
 //!   connection closes; the next poll callback or wait notices and stops polling.
 //! - libuv polls a duplicate of the socket, closed only in the handle's close callback,
 //!   so a socket number the reactor closes and the system reuses is never watched or
 //!   unwatched by mistake. Every poll handle is closed before the environment's loop is:
 //!   teardown waits for their close callbacks through an async cleanup hook.
 //! - Unix only (elsewhere `Lender` does nothing and the reactor reads everything).
+//!
+//! [`Mesh::lend_reads`]: wiremesh_core::Mesh::lend_reads
+//! [`LentReads::read`]: wiremesh_core::LentReads::read
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -124,8 +125,7 @@ pub(crate) fn close_all(lenders: Vec<std::rc::Weak<Lender>>, done: Box<dyn FnOnc
 mod imp {
     use std::cell::{Cell, RefCell};
     use std::ffi::{c_int, c_void};
-    use std::os::fd::AsRawFd;
-    use std::os::fd::{BorrowedFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::rc::{Rc, Weak};
 
     use wiremesh_core::{Lent, LentReads};
@@ -186,9 +186,7 @@ mod imp {
         let Some(reads) = lender.mesh.lend_reads(id) else {
             return;
         };
-        // SAFETY: the lent socket stays open while it is lent, and this call is under it.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(reads.socket()) };
-        let Ok(socket) = borrowed.try_clone_to_owned() else {
+        let Ok(socket) = reads.duplicate_socket() else {
             return;
         };
         // SAFETY: uv_handle_size is a pure libuv query.

@@ -262,11 +262,30 @@ impl LentReads {
         self.id
     }
 
-    /// The socket to poll for reading. The borrower must not read it, write it or close it
-    /// (poll a duplicate of it if the poller may outlive the connection).
+    /// The socket to poll for reading. The borrower must not read it, write it or close it,
+    /// and the reactor may close it once it takes the reads back: a poller that may outlive
+    /// the lending polls [`duplicate_socket`](Self::duplicate_socket) instead.
     #[cfg(unix)]
     pub fn socket(&self) -> std::os::fd::RawFd {
         self.lease.socket.expect("only a socket is lent")
+    }
+
+    /// A duplicate of the socket, for a poller that may outlive the connection: the
+    /// duplicate is the caller's to close. Made under the lease's lock, while the reads are
+    /// lent (so the socket is open); an error if they are not lent any more.
+    #[cfg(unix)]
+    pub fn duplicate_socket(&self) -> io::Result<std::os::fd::OwnedFd> {
+        let state = self.lease.lock();
+        if !state.lent {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no longer lent",
+            ));
+        }
+        // SAFETY: lent, so not closing: the reactor has not closed the socket, and cannot
+        // while the lock is held.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.socket()) };
+        socket.try_clone_to_owned()
     }
 
     /// Reads what has arrived, up to a budget, and queues the frames it completes for the

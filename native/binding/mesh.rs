@@ -375,10 +375,7 @@ pub fn mesh_recv_batch(
 ) -> Result<Option<Vec<Handed>>> {
     // SAFETY: the JavaScript thread is in this call; nothing else touches `meta` meanwhile.
     let meta = unsafe { meta.as_mut() };
-    let room = meta.len().saturating_sub(1) / 4;
-    if room == 0 {
-        return Err(Error::new(Status::InvalidArg, "no room in meta"));
-    }
+    let room = meta_room(meta)?;
     let mut deliveries = Vec::new();
     let taken = match hot
         .mesh
@@ -389,6 +386,14 @@ pub fn mesh_recv_batch(
         _ => return Ok(None),
     };
     Ok(Some(handed_batch(hot, deliveries, taken, meta)))
+}
+
+/// How many envelopes `meta` has room for (at least one, or an error).
+fn meta_room(meta: &[f64]) -> Result<usize> {
+    match meta.len().saturating_sub(1) / 4 {
+        0 => Err(Error::new(Status::InvalidArg, "no room in meta")),
+        room => Ok(room),
+    }
 }
 
 /// Lays out `taken` envelopes in `meta` and hands their buffers over.
@@ -483,10 +488,7 @@ pub fn mesh_take_or_arm(
 ) -> Result<Option<Vec<Handed>>> {
     // SAFETY: the JavaScript thread is in this call; nothing else touches `meta` meanwhile.
     let meta = unsafe { meta.as_mut() };
-    let room = meta.len().saturating_sub(1) / 4;
-    if room == 0 {
-        return Err(Error::new(Status::InvalidArg, "no room in meta"));
-    }
+    let room = meta_room(meta)?;
     let incoming = hot.mesh.incoming();
     let mut deliveries = Vec::new();
     loop {

@@ -250,12 +250,17 @@ fn remove_takes_a_lent_connection_back_with_its_half_read_frame() {
         assert!(Instant::now() < deadline, "the first part was never read");
         assert_eq!(lent.read(), Lent::Yes(0));
     }
-    let duplicate = lent.duplicate_socket().expect("a lent socket can be duplicated");
+    let duplicate = lent
+        .duplicate_socket()
+        .expect("a lent socket can be duplicated");
     // Not a deadlock: the reactor takes the reads back by itself.
     let mut connection = mesh.remove(id).unwrap();
     assert!(!lent.is_lent());
     assert_eq!(lent.read(), Lent::No);
-    assert!(lent.duplicate_socket().is_err(), "no duplicate once taken back");
+    assert!(
+        lent.duplicate_socket().is_err(),
+        "no duplicate once taken back"
+    );
     drop(duplicate);
     write_all(&mut raw, &whole[1000..]);
     assert_eq!(connection.recv().unwrap(), numbered(7, 5000));

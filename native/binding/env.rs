@@ -52,7 +52,8 @@ impl EnvWaker {
 /// What an environment's binding keeps.
 pub(crate) struct EnvState {
     pub(crate) waker: Arc<EnvWaker>,
-    /// The wake callback, for [`EnvState::wake_now`].
+    /// The wake callback, for [`EnvState::wake_now`] (lent reads: Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     direct: DirectCall,
     /// The environment's libuv loop, where lent connections are polled.
     pub(crate) uv_loop: *mut std::ffi::c_void,
@@ -73,6 +74,7 @@ impl EnvState {
     /// from inside JavaScript): as a threadsafe call would, with the microtasks it queues
     /// run after it, but without a trip through the loop. An exception it throws is
     /// reported as uncaught, as a threadsafe call's would be.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn wake_now(&self) {
         use napi::sys;
         let DirectCall {

@@ -102,7 +102,8 @@ pub(crate) struct Shared {
     /// Set by a consumer that found the incoming queue empty and wants to be notified.
     pub(crate) recv_armed: AtomicBool,
     /// The reactor's poll, for a borrower of a connection's reads to take read interest off
-    /// and put it back (see [`crate::reading`]).
+    /// and put it back (see [`crate::reading`]; Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     registry: mio::Registry,
     /// True while the reactor holds frames that did not fit the incoming queue: no
     /// connection is lent meanwhile (its frames held here must go first).

@@ -52,6 +52,14 @@ async function converse(
   }
 }
 
+/** A mesh with one connection to a plain socket, lent after a conversation: [mesh, socket, id]. */
+async function conversingPeer(incomingCapacity = 64): Promise<[Mesh, net.Socket, number]> {
+  const mesh = new Mesh(incomingCapacity, 64)
+  const [peer, id] = await rawPeer(mesh)
+  await converse(mesh, peer, id, frameReader(peer))
+  return [mesh, peer, id]
+}
+
 function check(condition: boolean): void {
   if (!condition) throw new Error('the conversation went wrong')
 }
@@ -139,11 +147,7 @@ test('requests and replies on one connection keep their order beside a stream fr
 })
 
 test('a peer that ends while a receive waits on its connection: its frames, then its notice', async (t) => {
-  const mesh = new Mesh(64, 64)
-  const [peer, id] = await rawPeer(mesh)
-  const requests = frameReader(peer)
-  await converse(mesh, peer, id, requests)
-  t.pass()
+  const [mesh, peer, id] = await conversingPeer()
   const disconnected = nextDisconnect(mesh)
   const waiting = mesh.recv()
   await sleep(20)
@@ -157,9 +161,7 @@ test('a peer that ends while a receive waits on its connection: its frames, then
 })
 
 test('remove, then shutdown, while a receive waits on the connection last sent to', async (t) => {
-  const mesh = new Mesh(64, 64)
-  const [peer, id] = await rawPeer(mesh)
-  await converse(mesh, peer, id, frameReader(peer))
+  const [mesh, peer, id] = await conversingPeer()
   const waiting = mesh.recv()
   await sleep(20)
   // The peer's half frame is in the lent reads' decoder when the connection leaves.
@@ -177,9 +179,7 @@ test('remove, then shutdown, while a receive waits on the connection last sent t
 })
 
 test('frames that arrive while no receive waits are kept for the next one', async (t) => {
-  const mesh = new Mesh(64, 64)
-  const [peer, id] = await rawPeer(mesh)
-  await converse(mesh, peer, id, frameReader(peer))
+  const [mesh, peer, id] = await conversingPeer()
   const waiting = mesh.recv()
   peer.write(frame(numbered(0)))
   t.is(numberOf((await waiting).payload), 0)
@@ -197,9 +197,7 @@ test('frames that arrive while no receive waits are kept for the next one', asyn
 })
 
 test('a peer that floods a lent connection while the receiver is slow is held back by TCP', async (t) => {
-  const mesh = new Mesh(16, 64)
-  const [peer, id] = await rawPeer(mesh)
-  await converse(mesh, peer, id, frameReader(peer))
+  const [mesh, peer, id] = await conversingPeer(16)
   const waiting = mesh.recv()
   // 32 MiB of numbered 64-byte frames: far more than the kernel's buffers hold.
   const perChunk = 16384

@@ -30,7 +30,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use wiremesh_core::Mesh;
+use wiremesh_core::{Incoming, Mesh};
 
 use crate::env::EnvWaker;
 
@@ -39,6 +39,9 @@ use crate::env::EnvWaker;
 #[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) struct Lender {
     mesh: Mesh,
+    /// The mesh's receive side, kept so a poll callback asks whether a receive waits
+    /// without making a handle each time.
+    incoming: Incoming,
     waker: Arc<EnvWaker>,
     /// The connection of the last one-connection batch (0: none).
     last_sent: Cell<usize>,
@@ -60,6 +63,7 @@ impl Lender {
         #[cfg(not(unix))]
         let _ = uv_loop;
         Rc::new(Lender {
+            incoming: mesh.incoming(),
             mesh,
             waker,
             last_sent: Cell::new(0),
@@ -241,7 +245,7 @@ mod imp {
             if (*poll).reads.is_none() {
                 return;
             }
-            if !lender.mesh.incoming().is_armed() {
+            if !lender.incoming.is_armed() {
                 // No receive waits: the reactor buffers what comes now.
                 return stop(&lender);
             }

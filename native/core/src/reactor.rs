@@ -558,8 +558,7 @@ impl Reactor {
         if conn.closing.is_some() {
             return;
         }
-        let lease = conn.lease.clone();
-        let mut state = lease.lock();
+        let mut state = conn.lease.lock();
         if state.lent || state.failed.is_some() {
             return;
         }

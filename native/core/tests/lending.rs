@@ -30,6 +30,14 @@ fn lend(mesh: &Mesh, id: usize) -> LentReads {
     }
 }
 
+/// A mesh with one connection to a plain socket, its reads lent: (mesh, socket, id, reads).
+fn lent_peer() -> (Mesh, std::net::TcpStream, usize, LentReads) {
+    let mesh = Mesh::new(64, 16).unwrap();
+    let (raw, id) = raw_peer(&mesh, &TcpTransport::default());
+    let lent = lend(&mesh, id);
+    (mesh, raw, id, lent)
+}
+
 /// Reads a lent connection until `enough` says so; panics if that takes too long or the
 /// reads are taken back. Returns the frames the reads delivered.
 fn read_until(lent: &mut LentReads, mut enough: impl FnMut() -> bool) -> usize {
@@ -176,10 +184,7 @@ fn lent_and_reactor_reads_keep_a_stream_in_order() {
 
 #[test]
 fn a_peer_that_ends_while_lent_gets_its_notice_after_its_frames() {
-    let transport = TcpTransport::default();
-    let mesh = Mesh::new(64, 16).unwrap();
-    let (mut raw, id) = raw_peer(&mesh, &transport);
-    let mut lent = lend(&mesh, id);
+    let (mesh, mut raw, id, mut lent) = lent_peer();
     let mut wire = Vec::new();
     for n in 0..3 {
         wire.extend(frame(&numbered(n, 20)));
@@ -207,10 +212,7 @@ fn a_peer_that_ends_while_lent_gets_its_notice_after_its_frames() {
 
 #[test]
 fn a_malformed_frame_met_by_a_lent_read_is_a_protocol_disconnect() {
-    let transport = TcpTransport::default();
-    let mesh = Mesh::new(64, 16).unwrap();
-    let (mut raw, id) = raw_peer(&mesh, &transport);
-    let mut lent = lend(&mesh, id);
+    let (mesh, mut raw, id, mut lent) = lent_peer();
     let mut wire = frame(b"fine");
     wire.extend(u32::MAX.to_be_bytes());
     write_all(&mut raw, &wire);
@@ -228,10 +230,7 @@ fn a_malformed_frame_met_by_a_lent_read_is_a_protocol_disconnect() {
 
 #[test]
 fn remove_takes_a_lent_connection_back_with_its_half_read_frame() {
-    let transport = TcpTransport::default();
-    let mesh = Mesh::new(64, 16).unwrap();
-    let (mut raw, id) = raw_peer(&mesh, &transport);
-    let mut lent = lend(&mesh, id);
+    let (mesh, mut raw, id, mut lent) = lent_peer();
     let whole = frame(&numbered(7, 5000));
     write_all(&mut raw, &whole[..1000]);
     // The lent read takes the first part into the decoder.
@@ -334,10 +333,7 @@ fn frames_held_for_a_full_incoming_queue_go_before_a_lent_read() {
 
 #[test]
 fn shutdown_does_not_wait_for_a_borrower() {
-    let transport = TcpTransport::default();
-    let mesh = Mesh::new(64, 16).unwrap();
-    let (_raw, id) = raw_peer(&mesh, &transport);
-    let mut lent = lend(&mesh, id);
+    let (mesh, _raw, _, mut lent) = lent_peer();
     mesh.shutdown();
     assert_eq!(lent.read(), Lent::No);
     drop(lent);

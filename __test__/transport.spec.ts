@@ -166,7 +166,7 @@ test('malformed endpoints and refused connections are typed errors', async (t) =
   const taken = await listen(transport)
   await t.throwsAsync(transport.listen(taken.endpoint), {
     instanceOf: ListenError,
-    code: 'ERR_WIREMESH_LISTEN_IO_ERROR',
+    code: 'ERR_WIREMESH_LISTEN_ADDRESS_IN_USE',
   })
   taken.close()
 })

@@ -1,41 +1,43 @@
-//! Transports, listeners and connections before they join a mesh, for `index.js`.
+//! Transports, listeners and connections outside a mesh, for the package's JavaScript.
 //!
 //! # Contract
 //!
-//! - Nothing parks a libuv threadpool thread. `connect`, `listen` and a connection's own
-//!   `send`/`recv` run on a short-lived thread of their own (they may block in DNS, the TCP
-//!   handshake or a slow peer); each listener has one thread that polls it with mio and
-//!   accepts only while an `accept` waits, and that a `close` wakes at once.
-//! - Every promise resolves: with the result, or with a [`Failure`] (`{ kind, message }`)
-//!   from which `index.js` builds the typed error. A `close`d listener resolves its waiting
-//!   accepts with kind `Closed`.
-//! - A connection is owned by one place at a time: idle in its JavaScript object, busy in
-//!   one of its own operations, or spent once a mesh has it.
+//! - No thread per operation. `connect`, `accept` and a connection's own `send`/`recv` run
+//!   in this environment's [`Lobby`] (one event loop thread, started at first use): each
+//!   returns an operation id at once, and its outcome is collected by `takeCompletions`
+//!   once the lobby's mark has woken JavaScript (`lobbyKey`). `cancelOperation` ends one
+//!   at once with `Aborted`. `listen` binds at once (it does not block) and gives the
+//!   listener to the lobby.
+//! - Failures are `{ kind, message }` ([`Failure`]); the package builds the typed errors.
+//! - A connection is owned by one place at a time: idle in its JavaScript object, in the
+//!   lobby during one of its own operations, or in a mesh. `disconnect()` closes it at once
+//!   if it is idle; during an operation it cancels the operation, and the connection is
+//!   closed as soon as the lobby hands it back.
+//! - Everything here runs on the environment's JavaScript thread but the completions,
+//!   which the lobby's thread queues.
 
-use std::collections::VecDeque;
-use std::io;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::result::Result as StdResult;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Token, Waker};
+use crossbeam_queue::SegQueue;
 use napi::bindgen_prelude::*;
-use napi::JsDeferred;
 use napi_derive::napi;
+use rustc_hash::FxHashMap;
 use wiremesh_core::{
-    AcceptError, ConnectError, Connection, ConnectionError, ListenError, Listener, TcpTransport,
-    Transport,
+    AcceptError, ConnectError, Connection, ConnectionError, ListenError, Lobby, OperationId,
+    TcpTransport, Transport,
 };
 
-use crate::env;
-use crate::mesh::AddStatus;
+use crate::env::{self, EnvWaker, Mark};
 
-/// Why an operation failed: `index.js` turns it into the typed error of the operation.
+/// Why an operation failed: the package turns it into the typed error of the operation.
 #[napi(object)]
 pub struct Failure {
-    /// `InvalidEndpoint`, `IoError`, `Closed`, `Disconnected`, `Protocol`, `Timeout`,
-    /// `TooLarge`, `Spent` or `Busy`.
+    /// `InvalidEndpoint`, `AddressInUse`, `IoError`, `Closed`, `Disconnected`, `Protocol`,
+    /// `Timeout`, `Aborted`, `TooLarge`, `Spent` or `Busy`.
     pub kind: String,
     pub message: String,
 }
@@ -47,30 +49,198 @@ fn failure(kind: &str, message: impl ToString) -> Failure {
     }
 }
 
-type Resolver<T> = Box<dyn FnOnce(Env) -> Result<T> + Send>;
-type Deferred<T> = JsDeferred<T, Resolver<T>>;
+fn deadline(timeout_ms: f64) -> Option<Instant> {
+    (timeout_ms >= 0.0).then(|| Instant::now() + Duration::from_secs_f64(timeout_ms / 1000.0))
+}
 
-/// Runs `work` on a thread of its own and resolves the returned promise with its result.
-fn on_thread<'env, T, F>(env: &'env Env, name: &str, work: F) -> Result<Object<'env>>
-where
-    T: ToNapiValue + 'static,
-    F: FnOnce() -> T + Send + 'static,
-    T: Send,
-{
-    let (deferred, promise) = env.create_deferred::<T, Resolver<T>>()?;
-    thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let value = work();
-            deferred.resolve(Box::new(move |_| Ok(value)));
-        })
-        .map_err(|err| {
+/// How an operation of the lobby ended, on its way from the lobby's thread.
+enum Outcome {
+    Connected(StdResult<Connection, ConnectError>),
+    Accepted(StdResult<Connection, AcceptError>),
+    Sent(Connection, StdResult<(), ConnectionError>),
+    Received(Connection, StdResult<Vec<u8>, ConnectionError>),
+}
+
+/// This environment's lobby, and the operations it runs for JavaScript.
+struct LobbyState {
+    /// Started at first use.
+    lobby: RefCell<Option<Lobby>>,
+    mark: Arc<Mark>,
+    waker: Arc<EnvWaker>,
+    completions: Arc<SegQueue<(OperationId, Outcome)>>,
+    /// The slots of connections whose operation runs, by operation.
+    slots: RefCell<FxHashMap<OperationId, Rc<RefCell<Slot>>>>,
+}
+
+thread_local! {
+    static LOBBY: RefCell<Option<Rc<LobbyState>>> = const { RefCell::new(None) };
+}
+
+/// This environment's lobby state, made at first use.
+fn lobby_state() -> Result<Rc<LobbyState>> {
+    if let Some(state) = LOBBY.with(|lobby| lobby.borrow().clone()) {
+        return Ok(state);
+    }
+    let env = env::current()?;
+    let state = Rc::new(LobbyState {
+        lobby: RefCell::new(None),
+        mark: env.waker.mark(),
+        waker: env.waker.clone(),
+        completions: Arc::new(SegQueue::new()),
+        slots: RefCell::new(FxHashMap::default()),
+    });
+    env::on_teardown(
+        &env,
+        Box::new(|| {
+            if let Some(state) = LOBBY.with(|lobby| lobby.borrow_mut().take()) {
+                if let Some(lobby) = state.lobby.take() {
+                    lobby.shutdown();
+                }
+            }
+        }),
+    );
+    LOBBY.with(|lobby| *lobby.borrow_mut() = Some(state.clone()));
+    Ok(state)
+}
+
+impl LobbyState {
+    fn lobby(&self) -> Result<Lobby> {
+        let mut lobby = self.lobby.borrow_mut();
+        if let Some(lobby) = &*lobby {
+            return Ok(lobby.clone());
+        }
+        let started = Lobby::new().map_err(|err| {
             Error::new(
                 Status::GenericFailure,
-                format!("wiremesh: cannot start a thread: {err}"),
+                format!("wiremesh: cannot start the lobby's thread: {err}"),
             )
         })?;
-    Ok(promise)
+        *lobby = Some(started.clone());
+        Ok(started)
+    }
+
+    /// What an operation calls when it ends: queues its outcome and wakes JavaScript.
+    fn done<T: Send + 'static>(
+        &self,
+        outcome: fn(T) -> Outcome,
+    ) -> Box<dyn FnOnce(OperationId, T) + Send> {
+        let completions = self.completions.clone();
+        let waker = self.waker.clone();
+        let mark = self.mark.clone();
+        Box::new(move |id, value| {
+            completions.push((id, outcome(value)));
+            waker.wake(&mark);
+        })
+    }
+}
+
+/// The key of the lobby's mark: `takeWoken` gives it when operations have ended.
+#[napi]
+pub fn lobby_key() -> Result<u32> {
+    Ok(lobby_state()?.mark.key)
+}
+
+/// Ends a lobby operation at once with `Aborted` (nothing if it has ended already).
+#[napi]
+pub fn cancel_operation(id: f64) -> Result<()> {
+    let state = lobby_state()?;
+    if let Some(lobby) = &*state.lobby.borrow() {
+        lobby.cancel(id as OperationId);
+    }
+    Ok(())
+}
+
+/// An ended operation, as `takeCompletions` reports it.
+#[napi(object, object_from_js = false)]
+pub struct Completion {
+    pub id: f64,
+    /// A connection made or accepted.
+    pub connection: Option<NativeConnection>,
+    /// A frame received.
+    pub payload: Option<Buffer>,
+    pub failure: Option<Failure>,
+}
+
+/// The operations that have ended since the last call.
+#[napi]
+pub fn take_completions() -> Result<Vec<Completion>> {
+    let state = lobby_state()?;
+    let mut out = Vec::new();
+    while let Some((id, outcome)) = state.completions.pop() {
+        let mut completion = Completion {
+            id: id as f64,
+            connection: None,
+            payload: None,
+            failure: None,
+        };
+        match outcome {
+            Outcome::Connected(Ok(connection)) | Outcome::Accepted(Ok(connection)) => {
+                completion.connection = Some(NativeConnection::from_connection(connection))
+            }
+            Outcome::Connected(Err(err)) => completion.failure = Some(connect_failure(err)),
+            Outcome::Accepted(Err(err)) => completion.failure = Some(accept_failure(err)),
+            Outcome::Sent(connection, result) => {
+                state.give_back(id, connection);
+                completion.failure = result.err().map(connection_failure);
+            }
+            Outcome::Received(connection, result) => {
+                state.give_back(id, connection);
+                match result {
+                    Ok(payload) => completion.payload = Some(payload.into()),
+                    Err(err) => completion.failure = Some(connection_failure(err)),
+                }
+            }
+        }
+        out.push(completion);
+    }
+    Ok(out)
+}
+
+impl LobbyState {
+    /// Puts a connection back in the slot its operation took it from, or closes it if it
+    /// was disconnected meanwhile.
+    fn give_back(&self, id: OperationId, connection: Connection) {
+        let Some(slot) = self.slots.borrow_mut().remove(&id) else {
+            return;
+        };
+        let mut slot = slot.borrow_mut();
+        match &*slot {
+            Slot::Busy(busy) if *busy == id => *slot = Slot::Idle(Box::new(connection)),
+            _ => {
+                // Disconnected during the operation: closed now.
+                let _ = connection.disconnect();
+            }
+        }
+    }
+}
+
+fn connect_failure(err: ConnectError) -> Failure {
+    match err {
+        ConnectError::InvalidEndpoint(_) => failure("InvalidEndpoint", err),
+        ConnectError::Io(_) => failure("IoError", err),
+        ConnectError::Timeout => failure("Timeout", err),
+        ConnectError::Aborted => failure("Aborted", err),
+    }
+}
+
+fn accept_failure(err: AcceptError) -> Failure {
+    match err {
+        AcceptError::Io(_) => failure("IoError", err),
+        AcceptError::Timeout => failure("Timeout", err),
+        AcceptError::Aborted => failure("Aborted", err),
+        AcceptError::Closed => failure("Closed", err),
+    }
+}
+
+fn connection_failure(err: ConnectionError) -> Failure {
+    match err {
+        ConnectionError::Closed { .. } => failure("Disconnected", err),
+        ConnectionError::Protocol(_) => failure("Protocol", err),
+        ConnectionError::TimedOut => failure("Timeout", err),
+        ConnectionError::Aborted => failure("Aborted", err),
+        ConnectionError::TooLarge(_) => failure("TooLarge", err),
+        ConnectionError::Io(_) => failure("IoError", err),
+    }
 }
 
 /// The TCP transport.
@@ -97,183 +267,58 @@ impl NativeTransport {
         self.transport.accepts(&address)
     }
 
-    /// Resolves with a connection, or a failure (`InvalidEndpoint`, `IoError`).
-    #[napi(ts_return_type = "Promise<NativeConnection | Failure>")]
-    pub fn connect<'env>(&self, env: &'env Env, endpoint: String) -> Result<Object<'env>> {
-        let transport = self.transport.clone();
-        on_thread(env, "wiremesh-connect", move || {
-            match transport.connect(&endpoint) {
-                Ok(connection) => Either::A(NativeConnection::from_connection(connection)),
-                Err(ConnectError::InvalidEndpoint(_)) => Either::B(failure(
-                    "InvalidEndpoint",
-                    format!("not a valid endpoint: {endpoint:?}"),
-                )),
-                Err(ConnectError::Io(err)) => Either::B(failure(
-                    "IoError",
-                    format!("could not connect to {endpoint}: {err}"),
-                )),
-            }
-        })
+    /// Starts connecting to `endpoint` (an address: the package resolves host names
+    /// first); `timeout_ms` below 0 waits for ever. The operation's id, or a failure
+    /// (`InvalidEndpoint`, `IoError`) found at once.
+    #[napi]
+    pub fn connect(&self, endpoint: String, timeout_ms: f64) -> Result<Either<f64, Failure>> {
+        let state = lobby_state()?;
+        let connecting = match self.transport.start_connect(&endpoint) {
+            Ok(connecting) => connecting,
+            Err(err) => return Ok(Either::B(connect_failure(err))),
+        };
+        let lobby = state.lobby()?;
+        let id = lobby.connect(
+            connecting,
+            deadline(timeout_ms),
+            state.done(Outcome::Connected),
+        );
+        Ok(Either::A(id as f64))
     }
 
-    /// Resolves with a listener, or a failure (`InvalidEndpoint`, `IoError`).
-    #[napi(ts_return_type = "Promise<NativeListener | Failure>")]
-    pub fn listen<'env>(&self, env: &'env Env, bind: String) -> Result<Object<'env>> {
-        let state = env::current()?;
-        let transport = self.transport.clone();
-        let (deferred, promise) =
-            env.create_deferred::<Either<NativeListener, Failure>, Resolver<_>>()?;
-        thread::Builder::new()
-            .name("wiremesh-listen".into())
-            .spawn(move || {
-                let outcome = match transport.listen(&bind) {
-                    Ok(listener) => match ListenerShared::start(listener) {
-                        Ok(listener) => Ok(listener),
-                        Err(err) => Err(failure(
-                            "IoError",
-                            format!("could not listen on {bind}: {err}"),
-                        )),
-                    },
-                    Err(ListenError::InvalidEndpoint(_)) => Err(failure(
-                        "InvalidEndpoint",
-                        format!("not a valid bind address: {bind:?}"),
-                    )),
-                    Err(ListenError::Io(err)) => Err(failure(
-                        "IoError",
-                        format!("could not listen on {bind}: {err}"),
-                    )),
+    /// Binds `bind` and gives the listener to the lobby, or a failure (`InvalidEndpoint`,
+    /// `AddressInUse`, `IoError`).
+    #[napi]
+    pub fn listen(&self, bind: String) -> Result<Either<NativeListener, Failure>> {
+        let state = lobby_state()?;
+        let listener = match self.transport.listen(&bind) {
+            Ok(listener) => listener,
+            Err(err) => {
+                let kind = match err {
+                    ListenError::InvalidEndpoint(_) => "InvalidEndpoint",
+                    ListenError::AddressInUse(_) => "AddressInUse",
+                    ListenError::Io(_) => "IoError",
                 };
-                deferred.resolve(Box::new(move |_| match outcome {
-                    Ok(listener) => {
-                        // Tracked on the JavaScript thread, where the environment's state lives.
-                        if let Ok(state) = env::current() {
-                            env::track_listener(&state, Arc::downgrade(&listener.shared));
-                        }
-                        Ok(Either::A(listener))
-                    }
-                    Err(failure) => Ok(Either::B(failure)),
-                }));
-            })
-            .map_err(|err| {
-                Error::new(
-                    Status::GenericFailure,
-                    format!("wiremesh: cannot start a thread: {err}"),
-                )
-            })?;
-        drop(state);
-        Ok(promise)
-    }
-}
-
-const LISTENER: Token = Token(0);
-const WAKE: Token = Token(1);
-
-enum ListenerRequest {
-    Accept(Deferred<Either<NativeConnection, Failure>>),
-    Close,
-}
-
-/// What a listener's JavaScript object and its thread share.
-pub(crate) struct ListenerShared {
-    requests: Sender<ListenerRequest>,
-    waker: Waker,
-    closed: AtomicBool,
-}
-
-impl ListenerShared {
-    fn start(listener: Box<dyn Listener>) -> io::Result<NativeListener> {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKE)?;
-        let (requests, receiver) = crossbeam_channel::unbounded();
+                return Ok(Either::B(failure(kind, format!("{err} ({bind})"))));
+            }
+        };
         let endpoint = listener.endpoint();
-        let shared = Arc::new(ListenerShared {
-            requests,
-            waker,
-            closed: AtomicBool::new(false),
-        });
-        thread::Builder::new()
-            .name("wiremesh-listener".into())
-            .spawn(move || accept_loop(poll, listener, receiver))?;
-        Ok(NativeListener { shared, endpoint })
-    }
-
-    /// Closes the listener: waiting accepts resolve with `Closed`. Idempotent.
-    pub(crate) fn close(&self) {
-        if !self.closed.swap(true, SeqCst) {
-            let _ = self.requests.send(ListenerRequest::Close);
-            let _ = self.waker.wake();
-        }
+        let lobby = state.lobby()?;
+        let id = lobby.listen(listener);
+        Ok(Either::A(NativeListener {
+            id,
+            endpoint,
+            lobby,
+        }))
     }
 }
 
-/// The listener's thread: accepts only while accepts wait, so unclaimed connections stay
-/// in the kernel's backlog.
-fn accept_loop(
-    mut poll: Poll,
-    mut listener: Box<dyn Listener>,
-    requests: Receiver<ListenerRequest>,
-) {
-    let mut waiting: VecDeque<Deferred<Either<NativeConnection, Failure>>> = VecDeque::new();
-    let mut events = Events::with_capacity(8);
-    let registered = poll
-        .registry()
-        .register(&mut listener, LISTENER, Interest::READABLE);
-    loop {
-        loop {
-            match requests.try_recv() {
-                Ok(ListenerRequest::Accept(deferred)) => waiting.push_back(deferred),
-                // Closed, or every handle is gone: end, answering whoever waits.
-                Ok(ListenerRequest::Close) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    for deferred in waiting.drain(..) {
-                        deferred.resolve(Box::new(|_| {
-                            Ok(Either::B(failure("Closed", "the listener was closed")))
-                        }));
-                    }
-                    return;
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
-            }
-        }
-        if let Err(err) = &registered {
-            let message = format!("could not poll the listener: {err}");
-            for deferred in waiting.drain(..) {
-                let message = message.clone();
-                deferred.resolve(Box::new(move |_| {
-                    Ok(Either::B(failure("IoError", message)))
-                }));
-            }
-        }
-        while !waiting.is_empty() {
-            match listener.try_accept() {
-                Ok(Some(connection)) => {
-                    let deferred = waiting.pop_front().expect("not empty");
-                    deferred.resolve(Box::new(move |_| {
-                        Ok(Either::A(NativeConnection::from_connection(connection)))
-                    }));
-                }
-                Ok(None) => break,
-                Err(AcceptError::Io(err)) => {
-                    let deferred = waiting.pop_front().expect("not empty");
-                    let message = format!("could not accept: {err}");
-                    deferred.resolve(Box::new(move |_| {
-                        Ok(Either::B(failure("IoError", message)))
-                    }));
-                }
-            }
-        }
-        if let Err(err) = poll.poll(&mut events, None) {
-            if err.kind() != io::ErrorKind::Interrupted {
-                return;
-            }
-        }
-    }
-}
-
-/// A listening socket.
+/// A listening socket, polled by the lobby while accepts wait.
 #[napi]
 pub struct NativeListener {
-    shared: Arc<ListenerShared>,
+    id: u64,
     endpoint: String,
+    lobby: Lobby,
 }
 
 #[napi]
@@ -284,57 +329,50 @@ impl NativeListener {
         self.endpoint.clone()
     }
 
-    /// Resolves with the next connection, or a failure (`Closed`, `IoError`).
-    #[napi(ts_return_type = "Promise<NativeConnection | Failure>")]
-    pub fn accept<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let (deferred, promise) =
-            env.create_deferred::<Either<NativeConnection, Failure>, Resolver<_>>()?;
-        let refused = if self.shared.closed.load(SeqCst) {
-            Some(deferred)
-        } else {
-            match self.shared.requests.send(ListenerRequest::Accept(deferred)) {
-                Ok(()) => None,
-                Err(crossbeam_channel::SendError(ListenerRequest::Accept(deferred))) => {
-                    Some(deferred)
-                }
-                Err(_) => unreachable!("sent an Accept"),
-            }
-        };
-        match refused {
-            // Every promise is settled: an unsettled one would keep the process alive.
-            Some(deferred) => deferred.resolve(Box::new(|_| {
-                Ok(Either::B(failure("Closed", "the listener was closed")))
-            })),
-            None => {
-                let _ = self.shared.waker.wake();
-            }
-        }
-        Ok(promise)
+    /// Starts waiting for the next connection; `timeout_ms` below 0 waits for ever. The
+    /// operation's id.
+    #[napi]
+    pub fn accept(&self, timeout_ms: f64) -> Result<f64> {
+        let state = lobby_state()?;
+        let id = (self.lobby).accept(self.id, deadline(timeout_ms), state.done(Outcome::Accepted));
+        Ok(id as f64)
     }
 
-    /// Stops listening; waiting accepts resolve with `Closed`.
+    /// Stops listening; waiting accepts end with `Closed`.
     #[napi]
     pub fn close(&self) {
-        self.shared.close();
+        self.lobby.close_listener(self.id);
     }
 }
 
 impl Drop for NativeListener {
     fn drop(&mut self) {
-        self.shared.close();
+        self.lobby.close_listener(self.id);
     }
 }
 
-enum Slot {
-    Idle(Connection),
-    Busy,
+/// Where a connection outside a mesh is.
+pub(crate) enum Slot {
+    /// In its JavaScript object.
+    Idle(Box<Connection>),
+    /// In the lobby, for this operation.
+    Busy(OperationId),
+    /// In a mesh, or closed.
     Spent,
+}
+
+/// Why a connection cannot join a mesh.
+pub(crate) enum Refusal {
+    /// It joined a mesh already, or was disconnected.
+    Spent,
+    /// It is in the middle of its own send or recv.
+    Busy,
 }
 
 /// A connection outside a mesh.
 #[napi]
 pub struct NativeConnection {
-    slot: Arc<Mutex<Slot>>,
+    slot: Rc<RefCell<Slot>>,
     local_endpoint: String,
     remote_endpoint: String,
 }
@@ -344,56 +382,58 @@ impl NativeConnection {
         NativeConnection {
             local_endpoint: connection.local_endpoint().into(),
             remote_endpoint: connection.remote_endpoint().into(),
-            slot: Arc::new(Mutex::new(Slot::Idle(connection))),
+            slot: Rc::new(RefCell::new(Slot::Idle(Box::new(connection)))),
         }
-    }
-
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Hands the connection to a mesh; the object is spent from then on.
-    pub(crate) fn take_for_mesh(&self) -> std::result::Result<Connection, AddStatus> {
-        let mut slot = self.slot();
+    pub(crate) fn take_for_mesh(&self) -> StdResult<Connection, Refusal> {
+        let mut slot = self.slot.borrow_mut();
         match std::mem::replace(&mut *slot, Slot::Spent) {
-            Slot::Idle(connection) => Ok(connection),
-            Slot::Busy => {
-                *slot = Slot::Busy;
-                Err(AddStatus::Busy)
+            Slot::Idle(connection) => Ok(*connection),
+            busy @ Slot::Busy(_) => {
+                *slot = busy;
+                Err(Refusal::Busy)
             }
-            Slot::Spent => Err(AddStatus::Spent),
+            Slot::Spent => Err(Refusal::Spent),
         }
     }
 
-    /// Takes the connection for one of its own operations.
-    fn borrow(&self) -> std::result::Result<Connection, Failure> {
-        let mut slot = self.slot();
-        match std::mem::replace(&mut *slot, Slot::Busy) {
-            Slot::Idle(connection) => Ok(connection),
-            Slot::Busy => Err(failure(
-                "Busy",
-                "the connection is in the middle of another send or recv",
-            )),
-            Slot::Spent => {
-                *slot = Slot::Spent;
-                Err(failure(
-                    "Spent",
-                    "the connection was added to a mesh or disconnected; it cannot be used again",
-                ))
-            }
-        }
+    /// Puts back a connection a mesh refused (it had shut down).
+    pub(crate) fn give_back(&self, connection: Connection) {
+        *self.slot.borrow_mut() = Slot::Idle(Box::new(connection));
     }
-}
 
-fn connection_failure(err: ConnectionError) -> Failure {
-    match err {
-        ConnectionError::Closed { .. } => failure("Disconnected", err),
-        ConnectionError::Protocol(_) => failure("Protocol", err),
-        ConnectionError::TimedOut => failure("Timeout", err),
-        ConnectionError::TooLarge(_) => failure("TooLarge", err),
-        ConnectionError::Io(_) => failure("IoError", err),
+    /// Takes the connection for one of its own operations, started by `begin`.
+    fn operate(
+        &self,
+        begin: impl FnOnce(Connection) -> Result<OperationId>,
+    ) -> Result<Either<f64, Failure>> {
+        let state = lobby_state()?;
+        let connection =
+            {
+                let mut slot = self.slot.borrow_mut();
+                match std::mem::replace(&mut *slot, Slot::Spent) {
+                    Slot::Idle(connection) => *connection,
+                    busy @ Slot::Busy(_) => {
+                        *slot = busy;
+                        return Ok(Either::B(failure(
+                            "Busy",
+                            "the connection is in the middle of another send or recv",
+                        )));
+                    }
+                    Slot::Spent => return Ok(Either::B(failure(
+                        "Spent",
+                        "the connection joined a mesh or was disconnected; it cannot be used again",
+                    ))),
+                }
+            };
+        let id = begin(connection)?;
+        // The lobby may have ended it already (the completion waits in the queue): the
+        // slot is busy until the completion is taken, on this thread.
+        *self.slot.borrow_mut() = Slot::Busy(id);
+        state.slots.borrow_mut().insert(id, self.slot.clone());
+        Ok(Either::A(id as f64))
     }
 }
 
@@ -414,58 +454,57 @@ impl NativeConnection {
     /// True once a mesh has it (or it was disconnected).
     #[napi(getter)]
     pub fn spent(&self) -> bool {
-        matches!(*self.slot(), Slot::Spent)
+        matches!(*self.slot.borrow(), Slot::Spent)
     }
 
-    /// Writes one frame; resolves with `null` or a failure.
-    #[napi(ts_return_type = "Promise<Failure | null>")]
-    pub fn send<'env>(&self, env: &'env Env, payload: BufferSlice) -> Result<Object<'env>> {
-        let payload = payload.to_vec();
-        let connection = self.borrow();
-        let slot = self.slot.clone();
-        on_thread(env, "wiremesh-send", move || {
-            let mut connection = match connection {
-                Ok(connection) => connection,
-                Err(failure) => return Some(failure),
-            };
-            let result = connection.send(&payload);
-            *slot.lock().unwrap_or_else(|poison| poison.into_inner()) = Slot::Idle(connection);
-            result.err().map(connection_failure)
-        })
-    }
-
-    /// Reads one frame; resolves with its payload or a failure.
-    #[napi(ts_return_type = "Promise<Buffer | Failure>")]
-    pub fn recv<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let connection = self.borrow();
-        let slot = self.slot.clone();
-        on_thread(env, "wiremesh-recv", move || {
-            let mut connection = match connection {
-                Ok(connection) => connection,
-                Err(failure) => return Either::B(failure),
-            };
-            let result = connection.recv();
-            *slot.lock().unwrap_or_else(|poison| poison.into_inner()) = Slot::Idle(connection);
-            match result {
-                Ok(payload) => Either::A(Buffer::from(payload)),
-                Err(err) => Either::B(connection_failure(err)),
-            }
-        })
-    }
-
-    /// Shuts the connection down; it is spent afterwards. False if it was spent or busy.
+    /// Starts writing one frame; `timeout_ms` below 0 waits for ever. The operation's id,
+    /// or a failure found at once (`Busy`, `Spent`, `TooLarge`).
     #[napi]
-    pub fn disconnect(&self) -> bool {
-        let mut slot = self.slot();
-        match std::mem::replace(&mut *slot, Slot::Spent) {
+    pub fn send(&self, payload: BufferSlice, timeout_ms: f64) -> Result<Either<f64, Failure>> {
+        let payload = payload.to_vec();
+        if let Slot::Idle(connection) = &*self.slot.borrow() {
+            if payload.len() > connection.max_frame_size() as usize {
+                return Ok(Either::B(connection_failure(ConnectionError::TooLarge(
+                    payload.len(),
+                ))));
+            }
+        }
+        let state = lobby_state()?;
+        let lobby = state.lobby()?;
+        self.operate(|connection| {
+            let done = state.done(|(connection, result)| Outcome::Sent(connection, result));
+            Ok(lobby.send(connection, payload, deadline(timeout_ms), done))
+        })
+    }
+
+    /// Starts reading one frame; `timeout_ms` below 0 waits for ever. The operation's id,
+    /// or a failure found at once (`Busy`, `Spent`).
+    #[napi]
+    pub fn recv(&self, timeout_ms: f64) -> Result<Either<f64, Failure>> {
+        let state = lobby_state()?;
+        let lobby = state.lobby()?;
+        self.operate(|connection| {
+            let done = state.done(|(connection, result)| Outcome::Received(connection, result));
+            Ok(lobby.recv(connection, deadline(timeout_ms), done))
+        })
+    }
+
+    /// Shuts the connection down; it is spent afterwards. During one of its operations,
+    /// the operation is cancelled and the connection closed when the lobby hands it back.
+    /// False if it was spent already.
+    #[napi]
+    pub fn disconnect(&self) -> Result<bool> {
+        let previous = std::mem::replace(&mut *self.slot.borrow_mut(), Slot::Spent);
+        match previous {
             Slot::Idle(connection) => {
                 let _ = connection.disconnect();
-                true
+                Ok(true)
             }
-            other => {
-                *slot = other;
-                false
+            Slot::Busy(id) => {
+                cancel_operation(id as f64)?;
+                Ok(true)
             }
+            Slot::Spent => Ok(false),
         }
     }
 }

@@ -234,8 +234,9 @@ impl FrameDecoder {
 
     /// Lets `fill` put up to `max` bytes of the payload in progress straight into its
     /// buffer (a reader of a large frame saves a copy through a read buffer). `fill` gets
-    /// the payload's buffer, with room reserved for a window of at most `max` and at most
-    /// [`payload_remaining`] bytes, and the window's length; it appends at most that many
+    /// the payload's buffer, with room reserved for a window of at most `max`, at most
+    /// [`payload_remaining`] bytes, and at most what has arrived so far (but at least
+    /// 4 KiB), and the window's length; it appends at most that many
     /// bytes (a reader that can read into spare capacity need not zero it first:
     /// [`Stream::read_append`](crate::transport::Stream::read_append)) and returns how
     /// many. Returns that count, and the payload if it is now complete. The buffer grows by
@@ -255,7 +256,9 @@ impl FrameDecoder {
     ) -> Result<(usize, Option<Vec<u8>>), E> {
         let (payload, len) = self.body.as_mut().expect("a payload in progress");
         let have = payload.len();
-        let take = (*len - have).min(max);
+        // The window grows with what has arrived, so a hostile header followed by a trickle
+        // costs memory in proportion to the trickle, not to `max`.
+        let take = (*len - have).min(max).min(have.max(FIRST_CHUNK));
         assert!(take > 0, "a payload in progress");
         if payload.capacity() - have < take {
             // Room for the window, and at least double what has arrived (fewer moves).
@@ -375,95 +378,77 @@ impl fmt::Display for MalformedFrames {
 
 impl std::error::Error for MalformedFrames {}
 
-/// Whole encoded frames in a borrowed buffer: [`EncodedFrames`] without the ownership,
-/// for sending straight from the caller's bytes
-/// ([`Mesh::write_encoded`](crate::Mesh::write_encoded)).
-#[derive(Clone, Copy)]
-pub struct FramesRef<'a> {
-    bytes: &'a [u8],
-    count: usize,
-    largest: usize,
-}
-
-impl fmt::Debug for FramesRef<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FramesRef")
-            .field("frames", &self.count)
-            .field("bytes", &self.bytes.len())
-            .finish()
-    }
-}
-
-impl<'a> FramesRef<'a> {
-    /// The frames in `bytes`, checked as [`EncodedFrames::new`] checks them.
-    pub fn new(bytes: &'a [u8]) -> Result<Self, MalformedFrames> {
-        let (mut at, mut count, mut largest) = (0, 0, 0);
-        while at < bytes.len() {
-            let Some(header) = bytes.get(at..at + HEADER_LEN) else {
-                return Err(MalformedFrames { offset: at });
-            };
-            let len = u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
-            if bytes.len() - at - HEADER_LEN < len {
-                return Err(MalformedFrames { offset: at });
-            }
-            at += HEADER_LEN + len;
-            count += 1;
-            largest = largest.max(len);
-        }
-        Ok(FramesRef {
-            bytes,
-            count,
-            largest,
-        })
-    }
-
-    /// The number of frames.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// True if there is no frame.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The frames' bytes, headers included.
-    pub fn as_bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-
-    /// The length of the longest payload.
-    pub fn largest_payload(&self) -> usize {
-        self.largest
-    }
-
-    /// The frames that end after byte `written`, copied into a run of their own, and the
-    /// bytes of its first frame already written: what is left to send.
-    pub(crate) fn rest_after(&self, written: usize) -> (EncodedFrames, usize) {
-        let mut start = 0;
-        while start < self.bytes.len() {
-            let header = &self.bytes[start..start + HEADER_LEN];
-            let end = start
-                + HEADER_LEN
-                + u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
-            if end > written {
-                break;
-            }
-            start = end;
-        }
-        let rest = &self.bytes[start..];
-        let frames = match start {
-            // All of it (what a queued write takes): counted already, no second scan.
-            0 => EncodedFrames {
-                buf: Arc::from(rest),
-                start: 0,
-                end: rest.len(),
-                count: self.count,
-                largest: self.largest,
-            },
-            _ => EncodedFrames::new(Arc::from(rest), 0..rest.len()).expect("whole frames"),
+/// Counts the whole frames of `bytes`: their number and the length of the longest payload.
+fn scan(bytes: &[u8]) -> Result<(usize, usize), MalformedFrames> {
+    let (mut at, mut count, mut largest) = (0, 0, 0);
+    while at < bytes.len() {
+        let Some(header) = bytes.get(at..at + HEADER_LEN) else {
+            return Err(MalformedFrames { offset: at });
         };
-        (frames, written - start)
+        let len = u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
+        if bytes.len() - at - HEADER_LEN < len {
+            return Err(MalformedFrames { offset: at });
+        }
+        at += HEADER_LEN + len;
+        count += 1;
+        largest = largest.max(len);
+    }
+    Ok((count, largest))
+}
+
+/// What a read of a connection yields: a run of small frames sharing one buffer, or one
+/// frame in a buffer of its own.
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    /// Consecutive whole frames, in order, sharing one buffer.
+    Run(EncodedFrames),
+    /// One payload.
+    Frame(Vec<u8>),
+}
+
+impl Decoded {
+    /// The number of frames it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Decoded::Run(frames) => frames.len(),
+            Decoded::Frame(_) => 1,
+        }
+    }
+
+    /// True if it holds no frame (only an empty run can).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its payload bytes (headers excluded).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Decoded::Run(frames) => frames.as_bytes().len() - HEADER_LEN * frames.len(),
+            Decoded::Frame(payload) => payload.len(),
+        }
+    }
+
+    /// Splits off the first `n` frames (`n` at most [`len`](Self::len)), keeping the rest.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than `len`, or if this is one frame and `n` is not 1.
+    pub fn split_to(&mut self, n: usize) -> Decoded {
+        match self {
+            Decoded::Run(frames) => Decoded::Run(frames.split_to(n)),
+            Decoded::Frame(_) => {
+                assert_eq!(n, 1, "one frame splits only whole");
+                std::mem::replace(self, Decoded::Run(EncodedFrames::empty()))
+            }
+        }
+    }
+
+    /// Each payload, in order (a run's are copied out of its buffer).
+    pub fn into_payloads(self, out: &mut impl Extend<Vec<u8>>) {
+        match self {
+            Decoded::Run(frames) => out.extend(frames.payloads().map(<[u8]>::to_vec)),
+            Decoded::Frame(payload) => out.extend(Some(payload)),
+        }
     }
 }
 
@@ -475,7 +460,7 @@ impl EncodedFrames {
     ///
     /// If `range` is out of `buf`'s bounds.
     pub fn new(buf: Arc<[u8]>, range: Range<usize>) -> Result<Self, MalformedFrames> {
-        let FramesRef { count, largest, .. } = FramesRef::new(&buf[range.clone()])?;
+        let (count, largest) = scan(&buf[range.clone()])?;
         Ok(EncodedFrames {
             start: range.start,
             end: range.end,
@@ -483,6 +468,17 @@ impl EncodedFrames {
             count,
             largest,
         })
+    }
+
+    /// A run of no frames.
+    pub fn empty() -> Self {
+        EncodedFrames {
+            buf: Arc::from(&[][..]),
+            start: 0,
+            end: 0,
+            count: 0,
+            largest: 0,
+        }
     }
 
     /// The number of frames.
@@ -598,6 +594,40 @@ mod tests {
             decoder.decode(&mut rest).unwrap().as_deref(),
             Some(&b"next"[..])
         );
+    }
+
+    #[test]
+    fn a_stalled_large_frame_holds_memory_in_proportion_to_what_arrived() {
+        // A 16 MiB header, then 200 bytes, read as a reader of large payloads reads.
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        let mut input = &[1, 0, 0, 0][..];
+        assert_eq!(decoder.decode(&mut input).unwrap(), None);
+        let (n, frame) = decoder
+            .fill_payload(64 * 1024, |payload, window| {
+                assert!(
+                    window <= FIRST_CHUNK,
+                    "a window of {window} for nothing arrived"
+                );
+                payload.extend_from_slice(&[7; 200]);
+                Ok::<_, ()>(200)
+            })
+            .unwrap();
+        assert_eq!((n, frame), (200, None));
+        assert!(
+            decoder.allocated() <= FIRST_CHUNK,
+            "{}",
+            decoder.allocated()
+        );
+        // Later windows double with what arrived, never past it plus 4 KiB.
+        for _ in 0..12 {
+            decoder
+                .fill_payload(64 * 1024, |payload, window| {
+                    payload.extend(std::iter::repeat_n(7, window));
+                    Ok::<_, ()>(window)
+                })
+                .unwrap();
+            assert!(decoder.allocated() <= 2 * decoder.buffered() + FIRST_CHUNK);
+        }
     }
 
     #[test]
@@ -845,27 +875,17 @@ mod tests {
     }
 
     #[test]
-    fn what_is_left_of_borrowed_frames_starts_at_the_first_not_fully_written() {
+    fn a_run_is_checked_once_and_a_cut_one_is_refused() {
         let mut wire = Vec::new();
         for payload in [&b"abcde"[..], b"", b"fg", b"hij"] {
             encode_frame(payload, &mut wire).unwrap();
         }
-        let frames = FramesRef::new(&wire).unwrap();
-        assert_eq!((frames.len(), frames.largest_payload()), (4, 5));
-        for written in 0..wire.len() {
-            let (rest, skip) = frames.rest_after(written);
-            let checked = EncodedFrames::new(Arc::from(rest.as_bytes()), 0..rest.as_bytes().len());
-            let checked = checked.unwrap();
-            assert_eq!(
-                (rest.len(), rest.largest_payload()),
-                (checked.len(), checked.largest_payload())
-            );
-            let start = wire.len() - rest.as_bytes().len();
-            assert_eq!(rest.as_bytes(), &wire[start..]);
-            assert_eq!(start + skip, written, "resumes exactly at byte {written}");
-            assert!(skip < HEADER_LEN + rest.payloads().next().unwrap().len());
-        }
-        assert!(FramesRef::new(&wire[..wire.len() - 1]).is_err());
+        let len = wire.len();
+        let run = EncodedFrames::new(Arc::from(&wire[..]), 0..len).unwrap();
+        assert_eq!((run.len(), run.largest_payload()), (4, 5));
+        let cut = EncodedFrames::new(Arc::from(&wire[..]), 0..len - 1);
+        assert_eq!(cut.unwrap_err(), MalformedFrames { offset: 19 });
+        assert!(EncodedFrames::new(Arc::from(&wire[..]), 0..2).is_err());
     }
 
     #[test]

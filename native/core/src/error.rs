@@ -1,14 +1,26 @@
-//! Every error of the core, in one place.
+//! Every error of the core, in one place: the mesh's own here, the transports' re-exported
+//! from [`crate::transport::error`] (they sit below, where connections are made).
 //!
 //! Errors of operations that take a message or a connection hand it back
 //! ([`SendError::Full`] carries the [`Envelope`], [`AddError::Shutdown`] the
 //! [`Connection`]), so nothing is lost without the caller getting it back.
+//!
+//! # Not found, or disconnected
+//!
+//! A mesh never reuses an id. An id it never gave out is `NotFound`; a send to an id it
+//! gave out, whose connection has since left (removed, disconnected, or shut down), is
+//! `Disconnected`, whenever it is made. [`Mesh::remove`](crate::Mesh::remove) of a
+//! connection that is no longer there is `NotFound`.
 
 use std::{fmt, io};
 
-use crate::codec::{EncodedFrames, FrameError};
+use crate::codec::EncodedFrames;
 use crate::envelope::Envelope;
 use crate::transport::Connection;
+
+pub use crate::transport::error::{
+    AcceptError, ConnectError, ConnectionError, DisconnectReason, ListenError,
+};
 
 /// Why [`Mesh::add`](crate::Mesh::add) refused a connection.
 #[derive(Debug)]
@@ -30,7 +42,7 @@ impl std::error::Error for AddError {}
 /// Why [`Mesh::remove`](crate::Mesh::remove) could not hand a connection back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveError {
-    /// No connection has this id: it was never added, was removed already, was
+    /// No connection has this id (now): it was never added, was removed already, was
     /// disconnected by the reactor (see [`Disconnect`](crate::Disconnect)), or the mesh
     /// has shut down.
     NotFound(usize),
@@ -50,11 +62,11 @@ impl std::error::Error for RemoveError {}
 /// `Io` hands the envelope back.
 #[derive(Debug)]
 pub enum SendError {
-    /// No connection has the envelope's id.
+    /// The mesh never gave out the envelope's id.
     NotFound(Envelope),
     /// The connection's outgoing queue is full: try again once the peer has read.
     Full(Envelope),
-    /// The connection was disconnected (or the mesh shut down).
+    /// The connection has left the mesh: removed, disconnected, or shut down.
     Disconnected(Envelope),
     /// The payload is longer than the connection's maximum frame size.
     TooLarge(Envelope),
@@ -106,11 +118,11 @@ impl std::error::Error for SendError {}
 /// Every variant but `Io` hands the run back.
 #[derive(Debug)]
 pub enum SendEncodedError {
-    /// No connection has this id.
+    /// The mesh never gave out this id.
     NotFound(EncodedFrames),
     /// The connection's outgoing queue has fewer free places than the run has frames.
     Full(EncodedFrames),
-    /// The connection was disconnected (or the mesh shut down).
+    /// The connection has left the mesh: removed, disconnected, or shut down.
     Disconnected(EncodedFrames),
     /// A payload is longer than the connection's maximum frame size.
     TooLarge(EncodedFrames),
@@ -218,148 +230,3 @@ impl fmt::Display for TryRecvError {
 }
 
 impl std::error::Error for TryRecvError {}
-
-/// Why a transport could not listen.
-#[derive(Debug)]
-pub enum ListenError {
-    /// The bind address is not one this transport accepts.
-    InvalidEndpoint(String),
-    /// The operating system refused (address in use, permission, no such address).
-    Io(io::Error),
-}
-
-impl fmt::Display for ListenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenError::InvalidEndpoint(bind) => write!(f, "not a valid bind address: {bind:?}"),
-            ListenError::Io(err) => write!(f, "could not listen: {err}"),
-        }
-    }
-}
-
-impl std::error::Error for ListenError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ListenError::Io(err) => Some(err),
-            ListenError::InvalidEndpoint(_) => None,
-        }
-    }
-}
-
-/// Why a transport could not connect.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// The endpoint is not one this transport accepts.
-    InvalidEndpoint(String),
-    /// The connection failed (refused, unreachable, name not resolved).
-    Io(io::Error),
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectError::InvalidEndpoint(endpoint) => {
-                write!(f, "not a valid endpoint: {endpoint:?}")
-            }
-            ConnectError::Io(err) => write!(f, "could not connect: {err}"),
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConnectError::Io(err) => Some(err),
-            ConnectError::InvalidEndpoint(_) => None,
-        }
-    }
-}
-
-/// Why a listener could not accept.
-#[derive(Debug)]
-pub enum AcceptError {
-    /// The operating system refused (for example, too many open files).
-    Io(io::Error),
-}
-
-impl fmt::Display for AcceptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AcceptError::Io(err) => write!(f, "could not accept: {err}"),
-        }
-    }
-}
-
-impl std::error::Error for AcceptError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            AcceptError::Io(err) => Some(err),
-        }
-    }
-}
-
-/// Why a [`Connection`]'s own blocking `send` or `recv` (before it joins a mesh) failed.
-#[derive(Debug)]
-pub enum ConnectionError {
-    /// The peer closed the connection (`buffered` bytes of an unfinished frame arrived).
-    Closed {
-        /// Bytes of a frame that had begun to arrive; 0 if the peer closed between frames.
-        buffered: usize,
-    },
-    /// The peer broke the framing; the connection is unusable.
-    Protocol(FrameError),
-    /// The read timeout passed before a whole frame arrived (its bytes are kept).
-    TimedOut,
-    /// The payload is longer than the frame length field can carry.
-    TooLarge(usize),
-    /// Any other failure of the socket.
-    Io(io::Error),
-}
-
-impl fmt::Display for ConnectionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectionError::Closed { buffered: 0 } => f.write_str("the peer closed the connection"),
-            ConnectionError::Closed { buffered } => write!(
-                f,
-                "the peer closed the connection in the middle of a frame ({buffered} bytes of it arrived)"
-            ),
-            ConnectionError::Protocol(err) => write!(f, "protocol error: {err}"),
-            ConnectionError::TimedOut => f.write_str("timed out waiting for a frame"),
-            ConnectionError::TooLarge(len) => write!(f, "a payload of {len} bytes does not fit in a frame"),
-            ConnectionError::Io(err) => write!(f, "connection error: {err}"),
-        }
-    }
-}
-
-impl std::error::Error for ConnectionError {}
-
-/// Why the reactor removed a connection by itself; see [`Disconnect`](crate::Disconnect).
-#[derive(Debug)]
-pub enum DisconnectReason {
-    /// The peer closed the connection between frames.
-    Eof,
-    /// The peer closed the connection in the middle of a frame.
-    EofMidFrame {
-        /// Bytes of the unfinished frame that had arrived.
-        buffered: usize,
-    },
-    /// The peer broke the framing (for example, a header over the maximum frame size).
-    Protocol(FrameError),
-    /// The socket failed (reset by the peer, broken pipe, …).
-    Io(io::Error),
-}
-
-impl fmt::Display for DisconnectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DisconnectReason::Eof => f.write_str("the peer closed the connection"),
-            DisconnectReason::EofMidFrame { buffered } => write!(
-                f,
-                "the peer closed the connection in the middle of a frame ({buffered} bytes of it arrived)"
-            ),
-            DisconnectReason::Protocol(err) => write!(f, "protocol error: {err}"),
-            DisconnectReason::Io(err) => write!(f, "connection error: {err}"),
-        }
-    }
-}

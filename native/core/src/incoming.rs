@@ -1,276 +1,412 @@
-//! The incoming queue: frames the reactor has read, on their way to the receivers.
+//! The incoming queue: the frames the reactor read and the notices of the connections it
+//! removed, in one ordered stream on its way to the receivers.
 //!
 //! # Contract
 //!
-//! - Items are [`Delivery`]s: a run of small frames from one read of one connection (one
-//!   allocation for all of them), or one envelope (a large payload, uncopied, or a frame
-//!   that arrived in pieces). Receivers take frames; a run may be taken in parts.
-//! - The capacity counts frames, not items. [`IncomingQueue::push`] takes what fits and
-//!   hands back the rest of a run (or the whole item): the reactor holds that and stops
-//!   reading until there is room. So the queue never holds more than its capacity, but for
-//!   what one lent read adds past it ([`IncomingQueue::push_over`], at most that read's
-//!   budget); until it is taken below its capacity again, every push is refused.
-//! - One short lock guards the items. It is held only to move items in or out, never
-//!   across a wait or I/O, so the reactor never waits on a receiver for longer than that.
-//!   The number of frames waiting is also kept in an atomic, so asking whether anything
-//!   waits takes no lock.
-//! - Receivers that block wait on a condition variable; each push wakes one of them, and
-//!   a receiver that leaves frames behind wakes the next. Closing (the reactor stopping)
-//!   wakes them all: they take what is left, then learn that nothing more will come.
+//! - The stream carries [`Received`] items: frames of one connection ([`Delivery`]), or a
+//!   [`Disconnect`] notice. The reactor pushes a connection's notice after every frame it
+//!   read from it, and the stream keeps its order, so a notice is taken only after the
+//!   frames before it.
+//! - The capacity counts frames. The reactor is the only producer: it asks for the room
+//!   ([`Inlet::room`]) and pushes at most that many frames, so the stream never holds more
+//!   than its capacity. Notices take no room (there is at most one per connection).
+//! - No lock. Items travel in an unbounded crossbeam channel; the frame count is an atomic
+//!   that only the reactor raises and only receivers lower.
+//! - Receivers take up to `max` frames at a time. A run of more is split and its rest
+//!   stays at the head of the stream, taken first by the next take. The head is a token
+//!   (a one-slot crossbeam channel) that a receiver holds while it takes, so receivers take
+//!   one after the other and nothing behind a split run overtakes its rest. A blocking
+//!   receiver parks inside crossbeam, holding the token while it waits for items; others
+//!   park waiting for the token. The reactor never touches the token: it never waits on a
+//!   receiver.
+//! - Paused reading: a reactor with frames and no room asks to be woken
+//!   ([`Inlet::wait_for_room`]); the take that makes room says so
+//!   ([`Taken::made_room`]), and its caller wakes the reactor.
+//! - Notifying an event loop: a receiver that cannot block arms ([`Outlet::arm`]) when it
+//!   finds nothing; the reactor, after pushing, takes the arming ([`Inlet::take_armed`])
+//!   and calls the consumer's hook, once per arming.
+//! - Closing: when the reactor's [`Inlet`] is dropped, receivers take what is left, then
+//!   learn that nothing more will come.
+//!
+//! # Implementation notes
+//!
+//! The flags and the count are `SeqCst`: each pair (the reactor's `room_wanted` against a
+//! receiver's count, a receiver's `armed` against the reactor's push) is a store followed
+//! by a load of the other side's variable, which needs a single total order to never miss
+//! a wake. `tests/loom.rs` model-checks both.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::codec::EncodedFrames;
-use crate::envelope::Envelope;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-/// What the reactor delivers in one piece: one envelope, or the whole small frames of one
-/// read in one buffer ([`Incoming::try_recv_deliveries`](crate::Incoming::try_recv_deliveries)).
+use crate::codec::Decoded;
+use crate::envelope::Envelope;
+use crate::transport::DisconnectReason;
+
+/// Frames of one connection, as the reactor read them: a run of small frames sharing one
+/// buffer, or one frame.
 #[derive(Debug, Clone)]
-pub enum Delivery {
-    /// One frame, its payload in a buffer of its own.
-    Envelope(Envelope),
-    /// Consecutive frames from one connection, in order, sharing one buffer.
-    Frames {
-        /// The connection they came from.
-        id: usize,
-        /// The frames, headers included.
-        frames: EncodedFrames,
-    },
+pub struct Delivery {
+    /// The connection they came from.
+    pub id: usize,
+    /// The frames.
+    pub frames: Decoded,
 }
 
 impl Delivery {
-    /// The number of frames (envelopes) it holds.
+    /// The number of frames it holds.
     pub fn len(&self) -> usize {
-        match self {
-            Delivery::Envelope(_) => 1,
-            Delivery::Frames { frames, .. } => frames.len(),
-        }
+        self.frames.len()
     }
 
-    /// True if it holds no frame (only an empty run can).
+    /// True if it holds no frame.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The connection it came from.
-    pub fn id(&self) -> usize {
-        match self {
-            Delivery::Envelope(envelope) => envelope.id(),
-            Delivery::Frames { id, .. } => *id,
-        }
+        self.frames.is_empty()
     }
 
     /// One envelope per frame, in order (a run's payloads are copied out of its buffer).
     pub fn into_envelopes(self, out: &mut Vec<Envelope>) {
-        match self {
-            Delivery::Envelope(envelope) => out.push(envelope),
-            Delivery::Frames { id, frames } => {
-                out.extend(frames.payloads().map(|p| Envelope::new(id, p.to_vec())))
-            }
-        }
+        let id = self.id;
+        let mut payloads = Vec::with_capacity(self.frames.len());
+        self.frames.into_payloads(&mut payloads);
+        out.extend(
+            payloads
+                .into_iter()
+                .map(|payload| Envelope::new(id, payload)),
+        );
     }
 
-    /// Splits off the first `n` frames (`n` below [`len`](Self::len)), keeping the rest.
     fn split_to(&mut self, n: usize) -> Delivery {
-        match self {
-            Delivery::Frames { id, frames } => Delivery::Frames {
-                id: *id,
-                frames: frames.split_to(n),
-            },
-            Delivery::Envelope(_) => unreachable!("an envelope is one frame"),
+        Delivery {
+            id: self.id,
+            frames: self.frames.split_to(n),
         }
     }
 }
 
-/// Why a receiver that waited got nothing.
+/// A connection the reactor removed by itself, with the reason and what it had not sent.
+#[derive(Debug)]
+pub struct Disconnect {
+    /// The connection's id.
+    pub id: usize,
+    /// Why it was removed.
+    pub reason: DisconnectReason,
+    /// Envelopes queued for it that were not fully written, oldest first.
+    pub unsent: Vec<Envelope>,
+}
+
+/// An item of the incoming stream.
+#[derive(Debug)]
+pub enum Received {
+    /// Frames of one connection.
+    Frames(Delivery),
+    /// A connection left; every frame it sent came before this.
+    Disconnect(Disconnect),
+}
+
+/// What a take took.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// Frames taken.
+    pub(crate) frames: usize,
+    /// Items taken (runs, frames and notices).
+    pub(crate) items: usize,
+    /// Notices taken.
+    pub(crate) notices: usize,
+    /// The reactor waited for room and this take made some: wake it.
+    pub(crate) made_room: bool,
+}
+
+/// Why a receiver got nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Waited {
-    /// The queue is closed and empty: nothing more will come.
+    /// The stream is closed and empty: nothing more will come.
     Closed,
     /// The deadline passed.
     Timeout,
 }
 
-pub(crate) struct IncomingQueue {
-    state: Mutex<State>,
-    arrived: Condvar,
-    /// Frames waiting; changed only under the lock, read without it.
-    len: AtomicUsize,
+/// How long a take may wait for its first item.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Not at all: take what is there (nothing, if another receiver is taking).
+    No,
+    /// Until an item comes, or the deadline (if any).
+    Until(Option<Instant>),
+}
+
+struct Counters {
+    /// Frames in the stream: raised by the reactor before it pushes, lowered by receivers
+    /// after they take.
+    frames: AtomicUsize,
     capacity: usize,
+    /// The reactor holds frames and waits for room.
+    room_wanted: AtomicBool,
+    /// An event-loop receiver waits to be notified.
+    armed: AtomicBool,
+    /// The reactor's inlet is gone: nothing more will be pushed.
+    closed: AtomicBool,
 }
 
-struct State {
-    items: VecDeque<Delivery>,
-    closed: bool,
-    /// Receivers blocked in `wait`.
-    waiting: usize,
+/// The rest of a run split by a take, first in line for the next.
+struct Head(Option<Delivery>);
+
+/// A new stream holding up to `capacity` frames (at least 1): the reactor's end and the
+/// receivers' end.
+pub(crate) fn stream(capacity: usize) -> (Inlet, Outlet) {
+    assert!(capacity > 0, "an incoming queue holds at least one frame");
+    let counters = Arc::new(Counters {
+        frames: AtomicUsize::new(0),
+        capacity,
+        room_wanted: AtomicBool::new(false),
+        armed: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+    });
+    let (items_tx, items_rx) = crossbeam_channel::unbounded();
+    let (head_tx, head_rx) = crossbeam_channel::bounded(1);
+    head_tx.send(Head(None)).expect("an empty slot");
+    (
+        Inlet {
+            items: items_tx,
+            counters: counters.clone(),
+        },
+        Outlet {
+            items: items_rx,
+            head: head_rx,
+            head_back: head_tx,
+            counters,
+        },
+    )
 }
 
-impl IncomingQueue {
-    /// A queue that holds up to `capacity` frames (at least 1).
-    pub(crate) fn new(capacity: usize) -> Self {
-        assert!(capacity > 0, "an incoming queue holds at least one frame");
-        IncomingQueue {
-            state: Mutex::new(State {
-                items: VecDeque::new(),
-                closed: false,
-                waiting: 0,
-            }),
-            arrived: Condvar::new(),
-            len: AtomicUsize::new(0),
-            capacity,
+/// The reactor's end of the stream.
+pub(crate) struct Inlet {
+    items: Sender<Received>,
+    counters: Arc<Counters>,
+}
+
+impl Inlet {
+    /// Frames that can be pushed now. Only receivers change it meanwhile, and only upward.
+    pub(crate) fn room(&self) -> usize {
+        let counters = &self.counters;
+        counters
+            .capacity
+            .saturating_sub(counters.frames.load(SeqCst))
+    }
+
+    /// Pushes frames; the caller checked that they fit ([`room`](Self::room)).
+    pub(crate) fn push(&self, delivery: Delivery) {
+        debug_assert!(delivery.len() <= self.room());
+        // Counted before it can be taken, so the count never goes below zero.
+        self.counters.frames.fetch_add(delivery.len(), SeqCst);
+        let _ = self.items.send(Received::Frames(delivery));
+    }
+
+    /// Pushes a notice, after every frame pushed before it.
+    pub(crate) fn push_notice(&self, notice: Disconnect) {
+        let _ = self.items.send(Received::Disconnect(notice));
+    }
+
+    /// Called with frames to push and no room: asks the next take that makes room to say so
+    /// ([`Taken::made_room`]). Returns false, without asking, if there is room already.
+    pub(crate) fn wait_for_room(&self) -> bool {
+        let counters = &self.counters;
+        counters.room_wanted.store(true, SeqCst);
+        fence(SeqCst);
+        if self.room() > 0 {
+            counters.room_wanted.store(false, SeqCst);
+            return false;
         }
+        true
     }
 
-    /// Frames waiting.
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(SeqCst)
+    /// True once per arming by a receiver: the reactor then notifies it.
+    pub(crate) fn take_armed(&self) -> bool {
+        let armed = &self.counters.armed;
+        fence(SeqCst);
+        armed.load(SeqCst) && armed.swap(false, SeqCst)
+    }
+}
+
+impl Inlet {
+    /// Ends the stream: receivers take what is in it, then learn that nothing more will
+    /// come. Later pushes are dropped. (Dropping the inlet does the same.)
+    pub(crate) fn close(&mut self) {
+        // Receivers that arm from now on learn that the stream has ended.
+        self.counters.closed.store(true, SeqCst);
+        // A sender whose receiver is gone: the real one drops, and the channel ends.
+        let (ended, _) = crossbeam_channel::unbounded();
+        drop(std::mem::replace(&mut self.items, ended));
+    }
+}
+
+impl Drop for Inlet {
+    fn drop(&mut self) {
+        self.counters.closed.store(true, SeqCst);
+    }
+}
+
+/// The receivers' end of the stream; clones share it.
+#[derive(Clone)]
+pub(crate) struct Outlet {
+    items: Receiver<Received>,
+    head: Receiver<Head>,
+    head_back: Sender<Head>,
+    counters: Arc<Counters>,
+}
+
+impl Outlet {
+    /// Frames in the stream.
+    pub(crate) fn frames(&self) -> usize {
+        self.counters.frames.load(SeqCst)
     }
 
+    /// True if no frame and no notice waits.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.frames() == 0 && self.items.is_empty()
     }
 
-    /// Queues as much of `delivery` as fits; gives back what does not (the rest of a run,
-    /// or all of it).
-    pub(crate) fn push(&self, mut delivery: Delivery) -> Result<(), Delivery> {
-        let mut state = self.lock();
-        // A lent read may have filled it past its capacity.
-        let room = self.capacity.saturating_sub(self.len.load(SeqCst));
-        if room == 0 || delivery.is_empty() {
-            return if delivery.is_empty() {
-                Ok(())
-            } else {
-                Err(delivery)
-            };
-        }
-        let (fits, rest) = if delivery.len() <= room {
-            (delivery, None)
-        } else {
-            (delivery.split_to(room), Some(delivery))
-        };
-        self.len.fetch_add(fits.len(), SeqCst);
-        state.items.push_back(fits);
-        if state.waiting > 0 {
-            self.arrived.notify_one();
-        }
-        match rest {
-            None => Ok(()),
-            Some(rest) => Err(rest),
-        }
+    /// True once the reactor's end is gone (items may still wait).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.counters.closed.load(SeqCst)
     }
 
-    /// Queues all of `delivery`, whatever room is left: for a lent read, which has no
-    /// place to hold frames (it reads at most its budget's worth past the capacity).
-    pub(crate) fn push_over(&self, delivery: Delivery) {
-        if delivery.is_empty() {
-            return;
-        }
-        let mut state = self.lock();
-        self.len.fetch_add(delivery.len(), SeqCst);
-        state.items.push_back(delivery);
-        if state.waiting > 0 {
-            self.arrived.notify_one();
-        }
-    }
-
-    /// No more pushes will come: wakes every waiting receiver.
-    pub(crate) fn close(&self) {
-        self.lock().closed = true;
-        self.arrived.notify_all();
-    }
-
-    /// Takes up to `max` frames (at least one) without waiting; `Ok` with nothing if none
-    /// waits, `Err(Closed)` if none waits and none will come.
-    pub(crate) fn try_take(&self, max: usize, out: &mut Vec<Delivery>) -> Result<usize, Waited> {
-        if self.is_empty() {
-            // Recheck under the lock only to tell "empty" from "closed".
-            let state = self.lock();
-            return match state.closed && state.items.is_empty() {
-                true => Err(Waited::Closed),
-                false => Ok(self.take_locked(state, max, out)),
-            };
-        }
-        let state = self.lock();
-        Ok(self.take_locked(state, max, out))
-    }
-
-    /// Waits until a frame is there (or `deadline`), then takes up to `max` frames.
+    /// Takes items until `max` frames and notices (at least one, unless there is none and
+    /// `wait` is [`Wait::No`]), splitting a run if need be.
     pub(crate) fn take(
         &self,
         max: usize,
-        deadline: Option<Instant>,
-        out: &mut Vec<Delivery>,
-    ) -> Result<usize, Waited> {
-        let mut state = self.lock();
-        while state.items.is_empty() {
-            if state.closed {
-                return Err(Waited::Closed);
-            }
-            state.waiting += 1;
-            let woken = match deadline {
-                None => self.arrived.wait(state).map_err(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        state.waiting -= 1;
-                        return Err(Waited::Timeout);
-                    }
-                    self.arrived
-                        .wait_timeout(state, left)
-                        .map(|(state, _)| state)
-                        .map_err(|e| e.into_inner().0)
-                }
-            };
-            state = woken.unwrap_or_else(|state| state);
-            state.waiting -= 1;
-        }
-        Ok(self.take_locked(state, max, out))
-    }
-
-    fn take_locked(
-        &self,
-        mut state: MutexGuard<'_, State>,
-        max: usize,
-        out: &mut Vec<Delivery>,
-    ) -> usize {
+        wait: Wait,
+        out: &mut Vec<Received>,
+    ) -> Result<Taken, Waited> {
         let max = max.max(1);
-        let mut taken = 0;
-        while taken < max {
-            let Some(front) = state.items.front_mut() else {
-                break;
+        let mut head = match wait {
+            // Another receiver is taking: there is nothing for this one now.
+            Wait::No => match self.head.try_recv() {
+                Ok(head) => head,
+                Err(_) => return Ok(Taken::default()),
+            },
+            Wait::Until(None) => self.head.recv().map_err(|_| Waited::Closed)?,
+            Wait::Until(Some(deadline)) => match self.head.recv_deadline(deadline) {
+                Ok(head) => head,
+                Err(RecvTimeoutError::Timeout) => return Err(Waited::Timeout),
+                Err(RecvTimeoutError::Disconnected) => return Err(Waited::Closed),
+            },
+        };
+        let mut taken = Taken::default();
+        let mut ended = None;
+        while taken.frames + taken.notices < max {
+            let item = match head.0.take() {
+                Some(rest) => Ok(Received::Frames(rest)),
+                None => match (taken.items, wait) {
+                    (0, Wait::Until(None)) => self.items.recv().map_err(|_| Waited::Closed),
+                    (0, Wait::Until(Some(deadline))) => {
+                        self.items.recv_deadline(deadline).map_err(|err| match err {
+                            RecvTimeoutError::Timeout => Waited::Timeout,
+                            RecvTimeoutError::Disconnected => Waited::Closed,
+                        })
+                    }
+                    _ => self.items.try_recv().map_err(|err| match err {
+                        TryRecvError::Empty => Waited::Timeout,
+                        TryRecvError::Disconnected => Waited::Closed,
+                    }),
+                },
             };
-            let want = max - taken;
-            if front.len() <= want {
-                let delivery = state.items.pop_front().expect("front exists");
-                taken += delivery.len();
-                out.push(delivery);
-            } else {
-                out.push(front.split_to(want));
-                taken += want;
+            match item {
+                Ok(Received::Frames(mut delivery)) => {
+                    let want = max - taken.frames - taken.notices;
+                    if delivery.len() > want {
+                        let first = delivery.split_to(want);
+                        head.0 = Some(delivery);
+                        delivery = first;
+                    }
+                    taken.frames += delivery.len();
+                    out.push(Received::Frames(delivery));
+                }
+                Ok(notice) => {
+                    taken.notices += 1;
+                    out.push(notice);
+                }
+                Err(err) => {
+                    ended = Some(err);
+                    break;
+                }
             }
+            taken.items += 1;
         }
-        self.len.fetch_sub(taken, SeqCst);
-        if !state.items.is_empty() && state.waiting > 0 {
-            self.arrived.notify_one();
+        // The only token is this one, and its slot is empty: this never blocks.
+        let _ = self.head_back.send(head);
+        if taken.frames > 0 {
+            let counters = &self.counters;
+            counters.frames.fetch_sub(taken.frames, SeqCst);
+            fence(SeqCst);
+            taken.made_room =
+                counters.room_wanted.load(SeqCst) && counters.room_wanted.swap(false, SeqCst);
         }
-        taken
+        match (taken.items, ended) {
+            (0, Some(Waited::Timeout)) if matches!(wait, Wait::No) => Ok(taken),
+            (0, Some(err)) => Err(err),
+            _ => Ok(taken),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock; if something did, the items are intact.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Takes the notices at the front of the stream without waiting, stopping before the
+    /// first frame (which stays first in line). Nothing if another receiver is taking.
+    pub(crate) fn take_notices(&self, out: &mut Vec<Received>) -> Result<Taken, Waited> {
+        let Ok(mut head) = self.head.try_recv() else {
+            return Ok(Taken::default());
+        };
+        let mut taken = Taken::default();
+        let mut ended = None;
+        while head.0.is_none() {
+            match self.items.try_recv() {
+                Ok(Received::Frames(delivery)) => head.0 = Some(delivery),
+                Ok(notice) => {
+                    out.push(notice);
+                    taken.items += 1;
+                    taken.notices += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    ended = Some(Waited::Closed);
+                    break;
+                }
+            }
+        }
+        let _ = self.head_back.send(head);
+        match (taken.items, ended) {
+            (0, Some(err)) => Err(err),
+            _ => Ok(taken),
+        }
+    }
+
+    /// Asks to be notified (the reactor calls the consumer's hook) once something arrives.
+    /// Returns false, without asking, if something waits already or the stream has ended:
+    /// take it (or the end) now.
+    pub(crate) fn arm(&self) -> bool {
+        let counters = &self.counters;
+        counters.armed.store(true, SeqCst);
+        fence(SeqCst);
+        if !self.is_empty() || self.is_closed() {
+            counters.armed.store(false, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// True while a consumer is armed: it waits, and has not been notified since.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.counters.armed.load(SeqCst)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::encode_frame;
-    use std::sync::Arc;
+    use crate::codec::{encode_frame, EncodedFrames};
+    use crate::transport::DisconnectReason;
     use std::time::Duration;
 
     fn run(id: usize, payloads: &[&[u8]]) -> Delivery {
@@ -279,106 +415,170 @@ mod tests {
             encode_frame(payload, &mut wire).unwrap();
         }
         let len = wire.len();
-        Delivery::Frames {
+        Delivery {
             id,
-            frames: EncodedFrames::new(Arc::from(wire), 0..len).unwrap(),
+            frames: Decoded::Run(EncodedFrames::new(Arc::from(wire), 0..len).unwrap()),
         }
     }
 
-    fn envelopes(deliveries: Vec<Delivery>) -> Vec<Envelope> {
+    fn one(id: usize, payload: &[u8]) -> Delivery {
+        Delivery {
+            id,
+            frames: Decoded::Frame(payload.to_vec()),
+        }
+    }
+
+    fn notice(id: usize) -> Disconnect {
+        Disconnect {
+            id,
+            reason: DisconnectReason::Eof,
+            unsent: Vec::new(),
+        }
+    }
+
+    /// (id, payload) per frame, and "notice <id>" per notice.
+    fn flatten(items: Vec<Received>) -> Vec<String> {
         let mut out = Vec::new();
-        for delivery in deliveries {
-            delivery.into_envelopes(&mut out);
+        for item in items {
+            match item {
+                Received::Frames(delivery) => {
+                    let mut envelopes = Vec::new();
+                    delivery.into_envelopes(&mut envelopes);
+                    out.extend(
+                        envelopes.iter().map(|e| {
+                            format!("{} {}", e.id(), String::from_utf8_lossy(e.payload()))
+                        }),
+                    );
+                }
+                Received::Disconnect(notice) => out.push(format!("notice {}", notice.id)),
+            }
         }
         out
     }
 
     #[test]
-    fn capacity_counts_frames_and_the_rest_of_a_run_comes_back() {
-        let queue = IncomingQueue::new(3);
-        let rest = queue
-            .push(run(1, &[b"a", b"b", b"c", b"d", b"e"]))
-            .unwrap_err();
-        assert_eq!((queue.len(), rest.len()), (3, 2));
-        let refused = queue.push(Delivery::Envelope(Envelope::new(2, b"x".to_vec())));
-        assert_eq!(refused.unwrap_err().len(), 1);
+    fn room_counts_frames_and_a_split_run_is_taken_before_what_follows() {
+        let (inlet, outlet) = stream(5);
+        assert_eq!(inlet.room(), 5);
+        inlet.push(run(1, &[b"a", b"b", b"c"]));
+        inlet.push(one(2, b"x"));
+        inlet.push_notice(notice(1));
+        assert_eq!((inlet.room(), outlet.frames()), (1, 4));
         let mut out = Vec::new();
-        assert_eq!(queue.try_take(2, &mut out), Ok(2));
-        assert_eq!(queue.push(rest).map_err(|d| d.len()), Ok(()));
-        assert_eq!(queue.try_take(10, &mut out), Ok(3));
-        let payloads: Vec<_> = envelopes(out).into_iter().map(|e| e.into_parts()).collect();
-        let expected: Vec<_> = ["a", "b", "c", "d", "e"]
-            .iter()
-            .map(|p| (1, p.as_bytes().to_vec()))
-            .collect();
-        assert_eq!(payloads, expected);
-        assert!(queue.is_empty());
+        let taken = outlet.take(2, Wait::No, &mut out).unwrap();
+        assert_eq!((taken.frames, taken.items), (2, 1));
+        assert_eq!(inlet.room(), 3);
+        let taken = outlet.take(10, Wait::No, &mut out).unwrap();
+        assert_eq!((taken.frames, taken.items, taken.notices), (2, 3, 1));
+        assert_eq!(
+            flatten(out),
+            ["1 a", "1 b", "1 c", "2 x", "notice 1"],
+            "the rest of the run first, the notice after every frame"
+        );
+        assert!(outlet.is_empty());
+        let mut out = Vec::new();
+        assert_eq!(outlet.take(1, Wait::No, &mut out), Ok(Taken::default()));
     }
 
     #[test]
-    fn past_its_capacity_by_a_lent_read_it_refuses_until_taken_below_it() {
-        let queue = IncomingQueue::new(2);
-        queue.push_over(run(1, &[b"a", b"b", b"c", b"d"]));
-        assert_eq!(queue.len(), 4);
-        let refused = queue.push(Delivery::Envelope(Envelope::new(2, b"x".to_vec())));
-        let refused = refused.expect_err("no room past the capacity");
+    fn a_take_that_makes_room_for_a_waiting_reactor_says_so_once() {
+        let (inlet, outlet) = stream(2);
+        inlet.push(run(1, &[b"a", b"b"]));
+        assert!(inlet.wait_for_room(), "full: the reactor waits");
         let mut out = Vec::new();
-        assert_eq!(queue.try_take(2, &mut out), Ok(2));
-        let refused = queue.push(refused).expect_err("still at its capacity");
-        assert_eq!(queue.try_take(1, &mut out), Ok(1));
-        queue.push(refused).expect("room again");
-        assert_eq!(queue.try_take(10, &mut out), Ok(2));
-        let ids: Vec<_> = envelopes(out).iter().map(|e| e.id()).collect();
-        assert_eq!(ids, [1, 1, 1, 1, 2]);
+        assert!(outlet.take(1, Wait::No, &mut out).unwrap().made_room);
+        assert!(!outlet.take(1, Wait::No, &mut out).unwrap().made_room);
+        assert!(!inlet.wait_for_room(), "room already: no waiting");
     }
 
     #[test]
-    fn a_closed_queue_gives_what_it_holds_then_closed() {
-        let queue = IncomingQueue::new(8);
-        queue.push(run(1, &[b"a", b"b"])).unwrap();
-        queue.close();
+    fn an_armed_receiver_is_notified_once_and_arming_with_items_waiting_is_refused() {
+        let (inlet, outlet) = stream(4);
+        assert!(!inlet.take_armed());
+        assert!(outlet.arm());
+        assert!(outlet.is_armed());
+        inlet.push(one(1, b"a"));
+        assert!(inlet.take_armed());
+        assert!(!inlet.take_armed(), "once per arming");
+        assert!(!outlet.arm(), "something waits: take it now");
         let mut out = Vec::new();
-        assert_eq!(queue.take(1, None, &mut out), Ok(1));
-        assert_eq!(queue.try_take(5, &mut out), Ok(1));
-        assert_eq!(queue.try_take(5, &mut out), Err(Waited::Closed));
-        assert_eq!(queue.take(5, None, &mut out), Err(Waited::Closed));
-        assert_eq!(envelopes(out).len(), 2);
+        outlet.take(4, Wait::No, &mut out).unwrap();
+        inlet.push_notice(notice(1));
+        assert!(!outlet.arm(), "a notice waits too");
     }
 
     #[test]
-    fn blocked_receivers_each_get_frames_and_leftovers_wake_the_next() {
-        let queue = Arc::new(IncomingQueue::new(100));
+    fn a_closed_stream_gives_what_it_holds_then_closed() {
+        let (inlet, outlet) = stream(8);
+        inlet.push(run(1, &[b"a", b"b"]));
+        drop(inlet);
+        assert!(!outlet.arm(), "closed: nothing to wait for");
+        let mut out = Vec::new();
+        assert_eq!(
+            outlet.take(1, Wait::Until(None), &mut out).unwrap().frames,
+            1
+        );
+        assert_eq!(outlet.take(5, Wait::No, &mut out).unwrap().frames, 1);
+        assert_eq!(outlet.take(5, Wait::No, &mut out), Err(Waited::Closed));
+        assert_eq!(
+            outlet.take(5, Wait::Until(None), &mut out),
+            Err(Waited::Closed)
+        );
+        assert_eq!(flatten(out), ["1 a", "1 b"]);
+    }
+
+    #[test]
+    fn blocked_receivers_each_get_frames_of_one_push() {
+        let (inlet, outlet) = stream(100);
         let receivers: Vec<_> = (0..4)
             .map(|_| {
-                let queue = queue.clone();
+                let outlet = outlet.clone();
                 std::thread::spawn(move || {
                     let mut out = Vec::new();
-                    queue.take(1, None, &mut out).unwrap();
-                    envelopes(out)
+                    outlet.take(1, Wait::Until(None), &mut out).unwrap();
+                    flatten(out)
                 })
             })
             .collect();
         std::thread::sleep(Duration::from_millis(50));
-        // One push of four frames must reach all four blocked receivers.
-        queue.push(run(7, &[b"1", b"2", b"3", b"4"])).unwrap();
+        inlet.push(run(7, &[b"1", b"2", b"3", b"4"]));
         let mut got: Vec<_> = receivers
             .into_iter()
             .flat_map(|r| r.join().unwrap())
-            .map(|e| e.payload().to_vec())
             .collect();
         got.sort();
-        assert_eq!(got, [b"1", b"2", b"3", b"4"]);
+        assert_eq!(got, ["7 1", "7 2", "7 3", "7 4"]);
     }
 
     #[test]
-    fn a_wait_with_a_deadline_times_out() {
-        let queue = IncomingQueue::new(1);
+    fn a_wait_with_a_deadline_times_out_and_gives_the_token_back() {
+        let (inlet, outlet) = stream(1);
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(20);
         assert_eq!(
-            queue.take(1, Some(deadline), &mut out),
+            outlet.take(1, Wait::Until(Some(deadline)), &mut out),
             Err(Waited::Timeout)
         );
         assert!(Instant::now() >= deadline);
+        inlet.push(one(1, b"a"));
+        assert_eq!(outlet.take(1, Wait::No, &mut out).unwrap().frames, 1);
+    }
+
+    #[test]
+    fn a_non_blocking_take_while_another_receiver_waits_finds_nothing() {
+        let (inlet, outlet) = stream(4);
+        let waiting = {
+            let outlet = outlet.clone();
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                outlet.take(1, Wait::Until(None), &mut out).unwrap();
+                flatten(out)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let mut out = Vec::new();
+        assert_eq!(outlet.take(1, Wait::No, &mut out), Ok(Taken::default()));
+        inlet.push(one(3, b"z"));
+        assert_eq!(waiting.join().unwrap(), ["3 z"]);
     }
 }

@@ -1,30 +1,34 @@
 //! The wiremesh core: frames over many connections, driven by one background reactor.
 //!
 //! This crate has no Node dependency; the napi binding is a thin layer over it. The data
-//! flows through one module per stage:
+//! flows through one module per stage, each using only the ones before it:
 //!
-//! - [`codec`]: bytes to frames and back (4-byte big-endian length, then the payload).
-//! - [`transport`]: how connections are made (TCP today) and the [`Connection`] that
-//!   carries a stream with its framing state.
-//! - the reactor (private): one thread, one `mio::Poll`, bounded queues; small frames
-//!   leave it in runs, one buffer per read (the incoming queue, private, and [`Delivery`]).
-//! - reading (private): one read and the frames it completes, shared by the reactor and a
-//!   thread a connection's reads are lent to ([`Mesh::lend_reads`], [`LentReads`]).
+//! - [`codec`]: bytes to frames and back (4-byte big-endian length, then the payload); no
+//!   I/O.
+//! - [`transport`]: how connections are made (TCP today), and the [`Connection`] that
+//!   carries a stream with its framing state, the one home of that state.
+//! - the queues (private): each connection's bounded outgoing queue, and the incoming
+//!   stream of frames and notices ([`Received`]), bounded in frames.
+//! - the doorbell and the reactor (private): one thread, one `mio::Poll`, that owns every
+//!   connection of a mesh and does all of their I/O.
 //! - [`Mesh`]: the handle a program uses: add and remove connections, send by id, receive
-//!   from all.
+//!   from all; [`Notified`] for a consumer in an event loop.
+//! - [`Lobby`]: an event loop for connections outside any mesh (connecting, accepting,
+//!   their own sends and receives), so that none of it needs a thread of its own.
 //!
 //! Every error is in [`error`].
 
 #![deny(missing_docs)]
 
 pub mod codec;
+mod doorbell;
 mod envelope;
 pub mod error;
 mod incoming;
+mod lobby;
 mod mesh;
 mod outgoing;
 mod reactor;
-mod reading;
 pub mod transport;
 
 pub use envelope::Envelope;
@@ -32,8 +36,8 @@ pub use error::{
     AcceptError, AddError, ConnectError, ConnectionError, DisconnectReason, ListenError, RecvError,
     RecvTimeoutError, RemoveError, SendEncodedError, SendError, TryRecvError,
 };
-pub use incoming::Delivery;
-pub use mesh::{Disconnect, Disconnects, Incoming, Mesh, Outgoing, WeakMesh};
+pub use incoming::{Delivery, Disconnect, Received};
+pub use lobby::{Lobby, OperationId};
+pub use mesh::{Disconnects, Incoming, Mesh, Notified, Outgoing, Removal, WeakMesh};
 pub use reactor::Notify;
-pub use reading::{Lent, LentReads};
-pub use transport::{Connection, Listener, Stream, TcpTransport, Transport};
+pub use transport::{Connecting, Connection, Listener, Stream, TcpTransport, Transport};

@@ -3,67 +3,56 @@
 //!
 //! # Contract
 //!
-//! - [`Mesh::add`] assigns the id at once, without waiting for the reactor. Ids start at 1
-//!   and are never reused by a mesh, so a stale id can never reach another peer.
-//! - [`Mesh::send`] never blocks: it copies nothing, queues the payload on the connection's
-//!   bounded queue and returns. A full queue is [`SendError::Full`], carrying the envelope.
-//! - [`Mesh::write`] and [`Mesh::write_encoded`] send from the caller's buffer, for callers
-//!   that batch their own sends: when nothing is queued ahead for the connection and the
-//!   reactor is asleep (or the batch is 16 KiB or more), the frames go straight to the
-//!   socket from the calling thread (on Unix, for streams that allow it:
-//!   [`Stream::raw_socket`]). That system call takes the place of the one that would wake
-//!   the reactor (or of copying a large batch for it), and saves two thread hand-overs.
-//!   Otherwise they are copied and queued. Either way the frames of one connection leave
-//!   in the order they were accepted.
-//! - Receiving takes envelopes from one bounded incoming queue shared by every handle
+//! - [`Mesh::add`] hands the connection to the reactor by value and assigns the id at
+//!   once, without waiting for the reactor. Ids start at 1 and are never reused by a mesh,
+//!   so a stale id can never reach another peer.
+//! - [`Mesh::send`] never blocks and never touches a socket: it queues the payload on the
+//!   connection's bounded queue and returns. A full queue is [`SendError::Full`], carrying
+//!   the envelope. An id the mesh never gave out is `NotFound`; one whose connection has
+//!   left is `Disconnected`, however long ago it left.
+//! - Receiving takes envelopes from one bounded incoming stream shared by every handle
 //!   ([`Mesh::clone`], [`Incoming`]); envelopes are distributed among the receivers.
 //! - A connection the reactor removes by itself (end of stream, reset, protocol error) is
-//!   announced once by a [`Disconnect`] notice, which carries the reason and every frame
-//!   that was queued for it but not sent. Until that notice has been taken from
-//!   [`Mesh::disconnects`], sends to the id fail with [`SendError::Disconnected`]; after it,
-//!   with [`SendError::NotFound`]. [`Mesh::remove`] of such an id is
-//!   [`RemoveError::NotFound`] (the connection is gone; the notice says why).
+//!   announced once by a [`Disconnect`] notice in the same stream, after every envelope it
+//!   sent. The blocking receives hand envelopes out and pass notices to
+//!   [`Mesh::disconnects`] as they reach them; an event-loop consumer ([`Notified`]) takes
+//!   both, in order.
 //! - [`Mesh::remove`] hands the connection back with its framing state: frames queued but
-//!   not yet written go out on its next [`Connection::send`]; a frame half read is finished
-//!   by its next [`Connection::recv`].
+//!   not yet written go out on its next [`Connection::send`]; frames read but not yet
+//!   received, and a frame half read, are what its next [`Connection::recv`]s return.
 //! - [`Mesh::shutdown`] (or dropping the last handle) stops and joins the reactor. Frames
 //!   the sockets can take without blocking are written first; the rest are dropped.
 //!   Envelopes already received can still be taken; after them receivers get `Shutdown`.
 //!   It never waits for a receiver.
 //! - A consumer that waits in an event loop instead of a blocking call (the Node binding)
-//!   gives [`Mesh::with_notify`] a [`Notify`] hook. After finding the queue empty it
-//!   [`arm`](Incoming::arm)s it; the reactor calls the hook once, at the end of a turn in
-//!   which envelopes arrived. The hook is also called, armed or not, when a disconnect
-//!   notice is sent, when a queue a sender waits on ([`Mesh::want_room`]) gets room or
-//!   closes, and when the reactor stops.
+//!   gives [`Mesh::with_notify`] a [`Notify`] hook and drives the mesh through
+//!   [`Mesh::notified`]: it arms the hook when it finds nothing to take, asks for room for a
+//!   sender that waits, and starts removals whose answers it takes later; the reactor calls
+//!   the hook for each of these (see [`crate::reactor`]'s rules).
 
 use std::fmt;
-use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use crossbeam_queue::ArrayQueue;
 use rustc_hash::FxBuildHasher;
 
-use crate::codec::{frame_header, EncodedFrames, FrameDecoder, FramesRef};
+use crate::codec::EncodedFrames;
+use crate::doorbell::Doorbell;
 use crate::envelope::Envelope;
 use crate::error::{
-    AddError, DisconnectReason, RecvError, RecvTimeoutError, RemoveError, SendEncodedError,
-    SendError, TryRecvError,
+    AddError, RecvError, RecvTimeoutError, RemoveError, SendEncodedError, SendError, TryRecvError,
 };
-use crate::incoming::{Delivery, IncomingQueue, Waited};
-use crate::outgoing::{Chunk, OutgoingQueue, PushError};
-use crate::reactor::{self, Channels, Command, Notify, Shared};
-use crate::reading::{LentReads, ReadLease};
+use crate::incoming::{self, Disconnect, Outlet, Received, Taken, Wait, Waited};
+use crate::outgoing::{OutgoingQueue, PushError};
+use crate::reactor::{self, Command, Notify};
 use crate::transport::Connection;
-#[cfg(doc)]
-use crate::transport::Stream;
 
 type Queues = papaya::HashMap<usize, Arc<OutgoingQueue>, FxBuildHasher>;
-/// The read state of the connections whose reads can be lent (a raw socket), by id.
-type Leases = papaya::HashMap<usize, Arc<ReadLease>, FxBuildHasher>;
 
 /// A connection reactor: sends to and receives from many connections in a background
 /// thread.
@@ -93,34 +82,34 @@ type Leases = papaya::HashMap<usize, Arc<ReadLease>, FxBuildHasher>;
 /// ```
 #[derive(Clone)]
 pub struct Mesh {
-    handle: Arc<Handle>,
     incoming: Incoming,
 }
 
 /// The parts every handle shares; the reactor is stopped when the last one goes.
-struct Handle {
-    shared: Arc<Shared>,
-    queues: Queues,
-    leases: Leases,
+struct Shared {
+    doorbell: Arc<Doorbell>,
     commands: Sender<Command>,
-    disconnects: Receiver<Disconnect>,
+    queues: Queues,
     next_id: AtomicUsize,
     outgoing_capacity: usize,
-    /// Taken once, by whichever `shutdown` joins the thread; never touched by the reactor.
-    thread: Mutex<Option<JoinHandle<()>>>,
+    shutdown: AtomicBool,
+    /// Notices the blocking receives passed by.
+    notices: (Sender<Disconnect>, Receiver<Disconnect>),
+    /// Taken once, by whichever `shutdown` joins the thread.
+    thread: ArrayQueue<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Mesh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mesh")
-            .field("connections", &self.handle.queues.len())
-            .field("shutdown", &self.handle.shared.shutdown.load(SeqCst))
+            .field("connections", &self.shared().queues.len())
+            .field("shutdown", &self.is_shutdown())
             .finish()
     }
 }
 
 impl Mesh {
-    /// A mesh whose incoming queue holds `incoming_capacity` envelopes and whose
+    /// A mesh whose incoming stream holds `incoming_capacity` envelopes and whose
     /// connections each queue up to `outgoing_capacity` outgoing frames. Both must be at
     /// least 1 (`InvalidInput` otherwise). Starts the reactor thread.
     pub fn new(incoming_capacity: usize, outgoing_capacity: usize) -> io::Result<Self> {
@@ -128,7 +117,7 @@ impl Mesh {
     }
 
     /// Like [`new`](Self::new), with a hook that wakes a consumer waiting in an event loop
-    /// (see [`Notify`], and [`Incoming::arm`]). The hook runs on the reactor thread.
+    /// (see [`Notify`] and [`Notified`]). The hook runs on the reactor thread.
     pub fn with_notify(
         incoming_capacity: usize,
         outgoing_capacity: usize,
@@ -148,36 +137,27 @@ impl Mesh {
                 "mesh capacities must be at least 1",
             ));
         }
-        let (poll, shared) = reactor::new_shared(notify)?;
-        let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
-        let incoming = Arc::new(IncomingQueue::new(incoming_capacity));
-        let (disconnects_tx, disconnects_rx) = crossbeam_channel::unbounded();
-        let thread = reactor::spawn(
-            poll,
-            shared.clone(),
-            Channels {
-                commands: commands_rx,
-                incoming: incoming.clone(),
-                disconnects: disconnects_tx,
-            },
-        )?;
-        let handle = Arc::new(Handle {
-            shared,
+        let (inlet, outlet) = incoming::stream(incoming_capacity);
+        let reactor = reactor::start(inlet, notify)?;
+        let thread = ArrayQueue::new(1);
+        let _ = thread.push(reactor.thread);
+        let shared = Arc::new(Shared {
+            doorbell: reactor.doorbell,
+            commands: reactor.commands,
             queues: Queues::default(),
-            leases: Leases::default(),
-            commands: commands_tx,
-            disconnects: disconnects_rx,
             next_id: AtomicUsize::new(1),
             outgoing_capacity,
-            thread: Mutex::new(Some(thread)),
+            shutdown: AtomicBool::new(false),
+            notices: crossbeam_channel::unbounded(),
+            thread,
         });
         Ok(Mesh {
-            incoming: Incoming {
-                queue: incoming,
-                handle: handle.clone(),
-            },
-            handle,
+            incoming: Incoming { outlet, shared },
         })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.incoming.shared
     }
 
     /// Hands a connection to the reactor and returns its id at once.
@@ -185,95 +165,72 @@ impl Mesh {
     /// Fails only if the mesh has shut down, handing the connection back. A connection the
     /// operating system refuses to poll is announced by a [`Disconnect`] notice.
     pub fn add(&self, connection: Connection) -> Result<usize, AddError> {
-        let handle = &self.handle;
-        if handle.shared.stopped.load(SeqCst) {
+        let shared = self.shared();
+        if self.is_shutdown() {
             return Err(AddError::Shutdown(Box::new(connection)));
         }
-        let id = handle.next_id.fetch_add(1, SeqCst);
-        #[cfg(unix)]
-        let socket = connection.stream.raw_socket();
-        #[cfg(not(unix))]
-        let socket = None;
+        let id = shared.next_id.fetch_add(1, SeqCst);
         let queue = Arc::new(OutgoingQueue::new(
-            handle.outgoing_capacity,
+            shared.outgoing_capacity,
             connection.max_frame_size(),
-            socket,
         ));
-        let max = connection.max_frame_size();
-        let lease = Arc::new(ReadLease::new(FrameDecoder::new(max), socket));
-        handle.queues.pin().insert(id, queue.clone());
-        if socket.is_some() {
-            handle.leases.pin().insert(id, lease.clone());
-        }
-        if let Err(crossbeam_channel::SendError(command)) = handle.commands.send(Command::Add {
+        shared.queues.pin().insert(id, queue.clone());
+        let command = Command::Add {
             id,
-            connection,
+            connection: Box::new(connection),
             queue: queue.clone(),
-            lease,
-        }) {
-            handle.queues.pin().remove(&id);
-            handle.leases.pin().remove(&id);
+        };
+        if let Err(crossbeam_channel::SendError(command)) = shared.commands.send(command) {
+            shared.queues.pin().remove(&id);
             let Command::Add { connection, .. } = command else {
                 unreachable!("sent an Add")
             };
-            return Err(AddError::Shutdown(Box::new(connection)));
+            return Err(AddError::Shutdown(connection));
         }
-        // A failed wake means the reactor is gone; the check below covers that.
-        let _ = handle.shared.wake();
-        if handle.shared.stopped.load(SeqCst) {
-            // The reactor may have stopped before it saw the command: make sure sends
-            // to this id are refused rather than queued for nobody.
+        // A failed ring means the reactor is gone; the check below covers that.
+        let _ = shared.doorbell.ring();
+        if shared.doorbell.is_stopped() {
+            // The reactor may have stopped before it saw the command: sends to this id
+            // are refused rather than queued for nobody.
             queue.close();
         }
         Ok(id)
     }
 
-    /// Lends connection `id`'s reads to the calling thread, which polls the socket in its
-    /// own event loop and reads it when it is readable ([`LentReads::read`]): a frame then
-    /// wakes the receiver's thread directly rather than the reactor, which would then wake
-    /// it. `None` if the connection cannot be lent now: unknown, closing, lent already, not
-    /// a raw socket (TLS, or not Unix), or frames that did not fit the incoming queue wait in
-    /// the reactor. Dropping the [`LentReads`] gives the reads back.
-    pub fn lend_reads(&self, id: usize) -> Option<LentReads> {
-        let handle = &self.handle;
-        let lease = handle.leases.pin().get(&id)?.clone();
-        LentReads::lend(
-            id,
-            lease,
-            handle.shared.clone(),
-            self.incoming.queue.clone(),
-            handle.commands.clone(),
-        )
+    /// Takes a connection out of the mesh and hands it back, with its framing state (see
+    /// the module doc). Waits for the reactor's answer (briefly: it never blocks); an
+    /// event loop uses [`Notified::begin_remove`] instead.
+    pub fn remove(&self, id: usize) -> Result<Connection, RemoveError> {
+        self.begin_remove(id)?.wait()
     }
 
-    /// Takes a connection out of the mesh and hands it back, with the frames it had not yet
-    /// written and any half-read frame. Waits for the reactor (briefly: it never blocks).
-    pub fn remove(&self, id: usize) -> Result<Connection, RemoveError> {
-        let handle = &self.handle;
-        if handle.queues.pin().remove(&id).is_none() {
+    fn begin_remove(&self, id: usize) -> Result<Removal, RemoveError> {
+        let shared = self.shared();
+        if shared.queues.pin().remove(&id).is_none() {
             return Err(RemoveError::NotFound(id));
         }
-        handle.leases.pin().remove(&id);
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        if handle
-            .commands
-            .send(Command::Remove {
-                id,
-                reply: reply_tx,
-            })
-            .is_err()
-        {
+        let command = Command::Remove {
+            id,
+            reply: reply_tx,
+        };
+        if shared.commands.send(command).is_err() {
             return Err(RemoveError::NotFound(id));
         }
-        let _ = handle.shared.wake();
-        reply_rx.recv().unwrap_or(Err(RemoveError::NotFound(id)))
+        let _ = shared.doorbell.ring();
+        Ok(Removal {
+            id,
+            reply: reply_rx,
+        })
     }
 
     /// Queues an envelope for its connection without blocking.
     pub fn send(&self, envelope: Envelope) -> Result<(), SendError> {
-        let queues = self.handle.queues.pin();
+        let shared = self.shared();
+        let queues = shared.queues.pin();
         match queues.get(&envelope.id()) {
-            Some(queue) => send_to(&self.handle.shared, queue, envelope),
+            Some(queue) => send_to(&shared.doorbell, queue, envelope),
+            None if self.issued(envelope.id()) => Err(SendError::Disconnected(envelope)),
             None => Err(SendError::NotFound(envelope)),
         }
     }
@@ -283,90 +240,28 @@ impl Mesh {
     /// no copy and no allocation per frame. This is the batch form of [`send`](Self::send)
     /// for callers that encode many frames into one buffer.
     pub fn send_encoded(&self, id: usize, frames: EncodedFrames) -> Result<(), SendEncodedError> {
-        let queues = self.handle.queues.pin();
+        let shared = self.shared();
+        let queues = shared.queues.pin();
         let Some(queue) = queues.get(&id) else {
-            return Err(SendEncodedError::NotFound(frames));
+            return Err(match self.issued(id) {
+                true => SendEncodedError::Disconnected(frames),
+                false => SendEncodedError::NotFound(frames),
+            });
         };
         if frames.largest_payload() > queue.max_frame_size() as usize {
             return Err(SendEncodedError::TooLarge(frames));
         }
         match queue.push_encoded(frames) {
             Ok(false) => Ok(()),
-            Ok(true) => {
-                self.handle.shared.ready.push(id);
-                self.handle.shared.wake().map_err(SendEncodedError::Io)
-            }
+            Ok(true) => shared.doorbell.schedule(id).map_err(SendEncodedError::Io),
             Err(PushError::Full(frames)) => Err(SendEncodedError::Full(frames)),
             Err(PushError::Closed(frames)) => Err(SendEncodedError::Disconnected(frames)),
         }
     }
 
-    /// Sends a payload to connection `id` from the caller's buffer: straight to the socket
-    /// when nothing is queued ahead for the connection and the reactor is asleep or the
-    /// frame is 16 KiB or more (see the module doc), else copied and queued. Errors as
-    /// [`send`](Self::send); the envelope they carry is a copy.
-    ///
-    /// Meant for callers that batch their own sends (one call per batch): called for
-    /// every small payload in a loop while the reactor sleeps, each call would be a system
-    /// call, where [`send`](Self::send) lets the reactor write many frames in one.
-    pub fn write(&self, id: usize, payload: &[u8]) -> Result<(), SendError> {
-        let queues = self.handle.queues.pin();
-        let copy = || Envelope::new(id, payload.to_vec());
-        let Some(queue) = queues.get(&id) else {
-            return Err(SendError::NotFound(copy()));
-        };
-        let Some(header) = frame_header(payload.len())
-            .ok()
-            .filter(|_| payload.len() <= queue.max_frame_size() as usize)
-        else {
-            return Err(SendError::TooLarge(copy()));
-        };
-        let wire = [IoSlice::new(&header), IoSlice::new(payload)];
-        let owned = |written| (Chunk::Payload(payload.to_vec()), written);
-        let outcome = write_or_queue(&self.handle.shared, id, queue, &wire, 1, owned);
-        let payload = |chunk| match chunk {
-            Chunk::Payload(payload) => Envelope::new(id, payload),
-            Chunk::Encoded(_) => unreachable!("a payload was queued"),
-        };
-        match outcome {
-            Ok(woken) => woken.map_err(SendError::Io),
-            Err(PushError::Full(chunk)) => Err(SendError::Full(payload(chunk))),
-            Err(PushError::Closed(chunk)) => Err(SendError::Disconnected(payload(chunk))),
-        }
-    }
-
-    /// Sends a run of encoded frames to connection `id` from the caller's buffer, all or
-    /// none: as [`write`](Self::write) is to [`send`](Self::send), this is to
-    /// [`send_encoded`](Self::send_encoded). The run an error carries is a copy.
-    pub fn write_encoded(&self, id: usize, frames: FramesRef<'_>) -> Result<(), SendEncodedError> {
-        let queues = self.handle.queues.pin();
-        let copy = || frames.rest_after(0).0;
-        let Some(queue) = queues.get(&id) else {
-            return Err(SendEncodedError::NotFound(copy()));
-        };
-        if frames.largest_payload() > queue.max_frame_size() as usize {
-            return Err(SendEncodedError::TooLarge(copy()));
-        }
-        if frames.is_empty() {
-            return match queue.is_closed() {
-                true => Err(SendEncodedError::Disconnected(copy())),
-                false => Ok(()),
-            };
-        }
-        let wire = [IoSlice::new(frames.as_bytes())];
-        let owned = |written| {
-            let (rest, written) = frames.rest_after(written);
-            (Chunk::Encoded(rest), written)
-        };
-        let run = |chunk| match chunk {
-            Chunk::Encoded(frames) => frames,
-            Chunk::Payload(_) => unreachable!("a run was queued"),
-        };
-        match write_or_queue(&self.handle.shared, id, queue, &wire, frames.len(), owned) {
-            Ok(woken) => woken.map_err(SendEncodedError::Io),
-            Err(PushError::Full(chunk)) => Err(SendEncodedError::Full(run(chunk))),
-            Err(PushError::Closed(chunk)) => Err(SendEncodedError::Disconnected(run(chunk))),
-        }
+    /// True if this mesh gave out `id` (whether or not its connection is still there).
+    pub fn issued(&self, id: usize) -> bool {
+        id != 0 && id < self.shared().next_id.load(SeqCst)
     }
 
     /// Waits for the next envelope from any connection.
@@ -395,15 +290,15 @@ impl Mesh {
 
     /// A handle that sends to one connection, or `None` if no connection has this id.
     pub fn outgoing(&self, id: usize) -> Option<Outgoing> {
-        let queue = self.handle.queues.pin().get(&id)?.clone();
+        let queue = self.shared().queues.pin().get(&id)?.clone();
         Some(Outgoing {
             id,
             queue,
-            handle: self.handle.clone(),
+            shared: self.incoming.shared.clone(),
         })
     }
 
-    /// A handle that receives from the mesh (sharing its incoming queue).
+    /// A handle that receives from the mesh (sharing its incoming stream).
     pub fn incoming(&self) -> Incoming {
         self.incoming.clone()
     }
@@ -411,116 +306,112 @@ impl Mesh {
     /// The disconnect notices of connections the reactor removed by itself.
     pub fn disconnects(&self) -> Disconnects {
         Disconnects {
-            handle: self.handle.clone(),
+            incoming: self.incoming.clone(),
         }
     }
 
-    /// Asks the notify hook to be called once connection `id`'s outgoing queue has come down
-    /// to half its capacity (so the sender resumes with room for a batch), or the
-    /// connection leaves. Returns `Ok(false)` without asking if it has room (or has left)
-    /// already: try sending now. `NotFound` if no connection has the id.
-    pub fn want_room(&self, id: usize) -> Result<bool, RemoveError> {
-        match self.handle.queues.pin().get(&id) {
-            Some(queue) => Ok(queue.want_room()),
-            None => Err(RemoveError::NotFound(id)),
-        }
+    /// The calls of a consumer that waits in an event loop (see [`Notified`]).
+    pub fn notified(&self) -> Notified {
+        Notified { mesh: self.clone() }
     }
 
     /// A handle that does not keep the mesh running, but can still shut it down.
     pub fn downgrade(&self) -> WeakMesh {
         WeakMesh {
-            handle: Arc::downgrade(&self.handle),
+            shared: Arc::downgrade(&self.incoming.shared),
         }
     }
 
     /// Stops the reactor and waits for its thread to end. Idempotent.
     pub fn shutdown(&self) {
-        self.handle.shutdown();
+        self.shared().shutdown();
     }
 
     /// True once the mesh has been shut down (or its reactor has stopped).
     pub fn is_shutdown(&self) -> bool {
-        self.handle.shared.shutdown.load(SeqCst) || self.handle.shared.stopped.load(SeqCst)
+        let shared = self.shared();
+        shared.shutdown.load(SeqCst) || shared.doorbell.is_stopped()
     }
 }
 
-impl Handle {
+impl Shared {
     fn shutdown(&self) {
-        if !self.shared.shutdown.swap(true, SeqCst) {
+        if !self.shutdown.swap(true, SeqCst) {
             let _ = self.commands.send(Command::Shutdown);
-            let _ = self.shared.wake();
+            let _ = self.doorbell.ring();
         }
-        // A poisoned lock only means another shutdown panicked; the handle is still there.
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
-        if let Some(thread) = thread {
+        if let Some(thread) = self.thread.pop() {
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
         }
     }
+
+    /// Forgets a connection the reactor has removed (its notice was taken).
+    fn retire(&self, id: usize) {
+        // Only if it is closed: a remove() may have retired the id already.
+        let _ = self
+            .queues
+            .pin()
+            .remove_if(&id, |_, queue| queue.is_closed());
+    }
 }
 
-impl Drop for Handle {
+impl Drop for Shared {
     fn drop(&mut self) {
         self.shutdown();
     }
 }
 
-fn send_to(shared: &Shared, queue: &OutgoingQueue, envelope: Envelope) -> Result<(), SendError> {
+fn send_to(
+    doorbell: &Doorbell,
+    queue: &OutgoingQueue,
+    envelope: Envelope,
+) -> Result<(), SendError> {
     if envelope.payload().len() > queue.max_frame_size() as usize {
         return Err(SendError::TooLarge(envelope));
     }
     let (id, payload) = envelope.into_parts();
     match queue.push(payload) {
         Ok(false) => Ok(()),
-        Ok(true) => {
-            shared.ready.push(id);
-            shared.wake().map_err(SendError::Io)
-        }
+        Ok(true) => doorbell.schedule(id).map_err(SendError::Io),
         Err(PushError::Full(payload)) => Err(SendError::Full(Envelope::new(id, payload))),
         Err(PushError::Closed(payload)) => Err(SendError::Disconnected(Envelope::new(id, payload))),
     }
 }
 
-/// A batch this large is written directly whenever its queue is idle, even while the
-/// reactor is awake: the system call costs the sender about what copying the batch for
-/// the reactor would, and the hand-over is saved (`benchmark/ab.mjs`, 64 KiB payloads over
-/// 100 connections: 1.10x the messages at 0.91x the sender's CPU; 1 KiB and 64 B streams
-/// no worse).
-const DIRECT_ALWAYS: usize = 16 * 1024;
-
-/// Writes `wire` straight to the socket if the queue is idle and either the reactor is
-/// asleep or the batch is large ([`DIRECT_ALWAYS`]), else queues `owned(0)`; then schedules
-/// the reactor if that is needed. `Ok` holds the result of waking it.
-fn write_or_queue(
-    shared: &Shared,
+/// A connection being removed without waiting ([`Notified::begin_remove`]): its answer
+/// comes from the reactor, which calls the notify hook when it is there.
+#[derive(Debug)]
+pub struct Removal {
     id: usize,
-    queue: &OutgoingQueue,
-    wire: &[IoSlice<'_>],
-    frames: usize,
-    owned: impl Fn(usize) -> (Chunk, usize),
-) -> Result<io::Result<()>, PushError<Chunk>> {
-    let large = wire.iter().map(|slice| slice.len()).sum::<usize>() >= DIRECT_ALWAYS;
-    let (result, schedule) = match large || shared.is_asleep() {
-        true => queue.write_direct(wire, frames, &owned),
-        false => None,
+    reply: Receiver<Result<Connection, RemoveError>>,
+}
+
+impl Removal {
+    /// The connection's id.
+    pub fn id(&self) -> usize {
+        self.id
     }
-    .unwrap_or_else(|| match queue.push_chunk(owned(0).0) {
-        Ok(schedule) => (Ok(()), schedule),
-        Err(err) => (Err(err), false),
-    });
-    let woken = match schedule {
-        true => {
-            shared.ready.push(id);
-            shared.wake()
+
+    /// The answer, if it has come.
+    pub fn try_take(&self) -> Option<Result<Connection, RemoveError>> {
+        match self.reply.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            // The reactor ended without answering: the connection closed with it.
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                Some(Err(RemoveError::NotFound(self.id)))
+            }
         }
-        false => Ok(()),
-    };
-    result.map(|()| woken)
+    }
+
+    /// Waits for the answer.
+    pub fn wait(self) -> Result<Connection, RemoveError> {
+        self.reply
+            .recv()
+            .unwrap_or(Err(RemoveError::NotFound(self.id)))
+    }
 }
 
 /// A handle that sends to one connection of a mesh, skipping the lookup by id.
@@ -528,7 +419,7 @@ fn write_or_queue(
 pub struct Outgoing {
     id: usize,
     queue: Arc<OutgoingQueue>,
-    handle: Arc<Handle>,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Outgoing {
@@ -549,7 +440,7 @@ impl Outgoing {
     /// Queues a payload without blocking; errors as [`Mesh::send`].
     pub fn send(&self, payload: Vec<u8>) -> Result<(), SendError> {
         send_to(
-            &self.handle.shared,
+            &self.shared.doorbell,
             &self.queue,
             Envelope::new(self.id, payload),
         )
@@ -572,17 +463,17 @@ impl Outgoing {
     }
 }
 
-/// A handle that receives envelopes from a mesh. Clones share the queue.
+/// A handle that receives envelopes from a mesh. Clones share the stream.
 #[derive(Clone)]
 pub struct Incoming {
-    queue: Arc<IncomingQueue>,
-    handle: Arc<Handle>,
+    outlet: Outlet,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
-            .field("waiting", &self.queue.len())
+            .field("waiting", &self.outlet.frames())
             .finish()
     }
 }
@@ -590,9 +481,8 @@ impl fmt::Debug for Incoming {
 impl Incoming {
     /// Waits for the next envelope from any connection.
     pub fn recv(&self) -> Result<Envelope, RecvError> {
-        let mut out = Vec::with_capacity(1);
-        match self.queue.take(1, None, &mut out) {
-            Ok(_) => Ok(self.one(out)),
+        match self.envelopes(1, Wait::Until(None)) {
+            Ok(mut envelopes) => Ok(envelopes.pop().expect("one envelope")),
             Err(_) if self.shut_down() => Err(RecvError::Shutdown),
             Err(_) => Err(RecvError::Disconnected),
         }
@@ -600,10 +490,9 @@ impl Incoming {
 
     /// Waits up to `timeout` for the next envelope.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Envelope, RecvTimeoutError> {
-        let mut out = Vec::with_capacity(1);
         let deadline = Instant::now().checked_add(timeout);
-        match self.queue.take(1, deadline, &mut out) {
-            Ok(_) => Ok(self.one(out)),
+        match self.envelopes(1, Wait::Until(deadline)) {
+            Ok(mut envelopes) => Ok(envelopes.pop().expect("one envelope")),
             Err(Waited::Timeout) => Err(RecvTimeoutError::Timeout),
             Err(Waited::Closed) if self.shut_down() => Err(RecvTimeoutError::Shutdown),
             Err(Waited::Closed) => Err(RecvTimeoutError::Disconnected),
@@ -612,10 +501,8 @@ impl Incoming {
 
     /// Takes the next envelope if one is waiting.
     pub fn try_recv(&self) -> Result<Envelope, TryRecvError> {
-        let mut out = Vec::with_capacity(1);
-        match self.queue.try_take(1, &mut out) {
-            Ok(0) => Err(TryRecvError::Empty),
-            Ok(_) => Ok(self.one(out)),
+        match self.envelopes(1, Wait::No) {
+            Ok(mut envelopes) => envelopes.pop().ok_or(TryRecvError::Empty),
             Err(_) if self.shut_down() => Err(TryRecvError::Shutdown),
             Err(_) => Err(TryRecvError::Disconnected),
         }
@@ -628,164 +515,222 @@ impl Incoming {
     /// If `max` is 0.
     pub fn recv_batch(&self, max: usize) -> Result<Vec<Envelope>, RecvError> {
         assert!(max > 0, "recv_batch needs room for at least one envelope");
-        let mut deliveries = Vec::new();
-        match self.queue.take(max, None, &mut deliveries) {
-            Ok(taken) => {
-                self.took();
-                let mut batch = Vec::with_capacity(taken);
-                for delivery in deliveries {
-                    delivery.into_envelopes(&mut batch);
-                }
-                Ok(batch)
-            }
+        match self.envelopes(max, Wait::Until(None)) {
+            Ok(envelopes) => Ok(envelopes),
             Err(_) if self.shut_down() => Err(RecvError::Shutdown),
             Err(_) => Err(RecvError::Disconnected),
         }
     }
 
-    /// Takes up to `max` envelopes (at least one) if any are waiting, without waiting, as
-    /// the reactor delivered them: small payloads in runs that share one buffer per read,
-    /// large ones on their own. This is [`try_recv`](Self::try_recv) for a consumer that
-    /// moves many envelopes at once (the Node binding): no allocation or copy per frame.
-    /// Returns the number of envelopes taken (0 if none waits).
-    pub fn try_recv_deliveries(
-        &self,
-        max: usize,
-        out: &mut Vec<Delivery>,
-    ) -> Result<usize, TryRecvError> {
-        match self.queue.try_take(max, out) {
-            Ok(0) => Ok(0),
-            Ok(taken) => {
-                self.took();
-                Ok(taken)
+    /// Envelopes waiting in the incoming stream.
+    pub fn len(&self) -> usize {
+        self.outlet.frames()
+    }
+
+    /// True if no envelope (and no notice) is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.outlet.is_empty()
+    }
+
+    /// Up to `max` envelopes (at least one, unless `wait` is `No`), passing the notices met
+    /// on the way to [`Mesh::disconnects`] (each counts against `max`).
+    fn envelopes(&self, max: usize, wait: Wait) -> Result<Vec<Envelope>, Waited> {
+        let mut envelopes = Vec::new();
+        let mut items = Vec::new();
+        loop {
+            let taken = self.take(max, wait, &mut items)?;
+            for item in items.drain(..) {
+                match item {
+                    Received::Frames(delivery) => delivery.into_envelopes(&mut envelopes),
+                    Received::Disconnect(notice) => {
+                        let _ = self.shared.notices.0.send(notice);
+                    }
+                }
             }
-            Err(_) if self.shut_down() => Err(TryRecvError::Shutdown),
+            // Only notices came: wait on for an envelope (a try gives up now).
+            if taken.frames > 0 || matches!(wait, Wait::No) {
+                return Ok(envelopes);
+            }
+        }
+    }
+
+    /// Takes from the stream, waking the reactor if the take made room it waits for, and
+    /// retiring the ids whose notices it took.
+    fn take(&self, max: usize, wait: Wait, out: &mut Vec<Received>) -> Result<Taken, Waited> {
+        let first = out.len();
+        let taken = self.outlet.take(max, wait, out)?;
+        if taken.made_room {
+            // A failed ring means the reactor is gone; receivers will see the end.
+            let _ = self.shared.doorbell.ring();
+        }
+        if taken.notices > 0 {
+            for item in &out[first..] {
+                if let Received::Disconnect(notice) = item {
+                    self.shared.retire(notice.id);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn shut_down(&self) -> bool {
+        self.shared.shutdown.load(SeqCst)
+    }
+}
+
+/// A mesh seen from an event loop: the calls of a consumer that never blocks and is woken
+/// by the mesh's notify hook ([`Mesh::with_notify`]) instead.
+#[derive(Clone, Debug)]
+pub struct Notified {
+    mesh: Mesh,
+}
+
+impl Notified {
+    /// Takes up to `max` frames and notices, in the order of the stream, without waiting.
+    /// Returns how many (0 if nothing waits); `Err` once nothing waits and nothing more
+    /// will come.
+    pub fn take(&self, max: usize, out: &mut Vec<Received>) -> Result<usize, TryRecvError> {
+        let incoming = &self.mesh.incoming;
+        match incoming.take(max, Wait::No, out) {
+            Ok(taken) => Ok(taken.frames + taken.notices),
+            Err(_) if incoming.shut_down() => Err(TryRecvError::Shutdown),
             Err(_) => Err(TryRecvError::Disconnected),
         }
     }
 
-    /// Envelopes waiting in the incoming queue.
-    pub fn len(&self) -> usize {
-        self.queue.len()
+    /// Takes the notices at the front of the stream, stopping before the first frame: for a
+    /// consumer that has taken every envelope before them and has no receive waiting, so
+    /// that notices reach it even while nobody receives. Returns how many.
+    pub fn take_notices(&self, out: &mut Vec<Disconnect>) -> usize {
+        let mut items = Vec::new();
+        let _ = self.mesh.incoming.take_notices(&mut items);
+        let count = items.len();
+        out.extend(items.into_iter().filter_map(|item| match item {
+            Received::Disconnect(notice) => Some(notice),
+            Received::Frames(_) => None,
+        }));
+        count
     }
 
-    /// True if no envelope is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
-    /// Asks for the notify hook (see [`Mesh::with_notify`]) to be called when envelopes
-    /// arrive. Returns false, without asking, if envelopes are waiting already or the mesh
-    /// has stopped: take them (or the error) now.
+    /// Asks for the notify hook to be called once something arrives. Returns false,
+    /// without asking, if something waits already or the mesh has stopped: take it (or the
+    /// error) now.
     pub fn arm(&self) -> bool {
-        let shared = &self.handle.shared;
-        shared.recv_armed.store(true, SeqCst);
-        std::sync::atomic::fence(SeqCst);
-        if !self.queue.is_empty() || shared.stopped.load(SeqCst) {
-            shared.recv_armed.store(false, SeqCst);
-            return false;
-        }
-        true
+        self.mesh.incoming.outlet.arm()
     }
 
-    /// True while a consumer is armed: it waits, and has not been notified since.
+    /// True while armed: the consumer waits, and has not been notified since.
     pub fn is_armed(&self) -> bool {
-        self.handle.shared.recv_armed.load(SeqCst)
+        self.mesh.incoming.outlet.is_armed()
     }
 
-    /// The one envelope a single receive took.
-    fn one(&self, mut taken: Vec<Delivery>) -> Envelope {
-        self.took();
-        let mut envelopes = Vec::with_capacity(1);
-        taken
-            .pop()
-            .expect("one taken")
-            .into_envelopes(&mut envelopes);
-        envelopes.pop().expect("one frame")
+    /// Asks for the notify hook to be called once connection `id`'s outgoing queue has come
+    /// down to half its capacity (so the sender resumes with room for a batch), or the
+    /// connection leaves. Returns `Ok(false)` without asking if it has room (or has left)
+    /// already: try sending now. `NotFound` if no connection has the id.
+    pub fn want_room(&self, id: usize) -> Result<bool, RemoveError> {
+        match self.mesh.shared().queues.pin().get(&id) {
+            Some(queue) => Ok(queue.want_room()),
+            None => Err(RemoveError::NotFound(id)),
+        }
     }
 
-    fn took(&self) {
-        self.handle.shared.made_room();
-    }
-
-    fn shut_down(&self) -> bool {
-        self.handle.shared.shutdown.load(SeqCst)
+    /// Starts removing connection `id` without waiting: the reactor calls the notify hook
+    /// once the [`Removal`]'s answer is there.
+    pub fn begin_remove(&self, id: usize) -> Result<Removal, RemoveError> {
+        self.mesh.begin_remove(id)
     }
 }
 
 /// A handle on a mesh that does not keep it running; see [`Mesh::downgrade`].
 #[derive(Clone, Debug)]
 pub struct WeakMesh {
-    handle: std::sync::Weak<Handle>,
+    shared: std::sync::Weak<Shared>,
 }
 
 impl WeakMesh {
     /// Shuts the mesh down if it still runs.
     pub fn shutdown(&self) {
-        if let Some(handle) = self.handle.upgrade() {
-            handle.shutdown();
+        if let Some(shared) = self.shared.upgrade() {
+            shared.shutdown();
         }
     }
 
     /// True while some handle keeps the mesh.
     pub fn is_alive(&self) -> bool {
-        self.handle.strong_count() > 0
+        self.shared.strong_count() > 0
     }
 }
 
-/// A connection the reactor removed by itself, with the reason and what it had not sent.
-#[derive(Debug)]
-pub struct Disconnect {
-    /// The connection's id.
-    pub id: usize,
-    /// Why it was removed.
-    pub reason: DisconnectReason,
-    /// Envelopes queued for it that were not fully written, oldest first.
-    pub unsent: Vec<Envelope>,
-}
-
-/// A handle on a mesh's disconnect notices. Each notice is taken once, by one handle.
+/// A handle on a mesh's disconnect notices, for programs that receive with the blocking
+/// calls. Each notice is taken once, by one handle.
 ///
-/// Taking a notice retires its id: sends to it then fail with `NotFound` instead of
-/// `Disconnected`. Take them, or the ids of disconnected connections are remembered.
+/// A notice comes in the incoming stream after the envelopes its connection sent: it is
+/// here once a receive has taken those envelopes (or at once, if none waited before it).
 #[derive(Clone)]
 pub struct Disconnects {
-    handle: Arc<Handle>,
+    incoming: Incoming,
 }
 
 impl fmt::Debug for Disconnects {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Disconnects")
-            .field("waiting", &self.handle.disconnects.len())
+            .field("waiting", &self.incoming.shared.notices.1.len())
             .finish()
     }
 }
 
 impl Disconnects {
-    /// Takes the next notice if one is waiting.
+    /// Takes the next notice if one is here.
     pub fn try_recv(&self) -> Option<Disconnect> {
-        self.handle
-            .disconnects
-            .try_recv()
-            .ok()
-            .map(|notice| self.took(notice))
+        if let Ok(notice) = self.incoming.shared.notices.1.try_recv() {
+            return Some(notice);
+        }
+        // A notice at the front of the stream, with no envelope before it, is here too.
+        let mut items = Vec::new();
+        let _ = self.incoming.take_notices(&mut items);
+        let mut notices = items.into_iter().filter_map(|item| match item {
+            Received::Disconnect(notice) => Some(notice),
+            Received::Frames(_) => None,
+        });
+        let first = notices.next();
+        for later in notices {
+            let _ = self.incoming.shared.notices.0.send(later);
+        }
+        first
     }
 
     /// Waits up to `timeout` for the next notice.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Disconnect> {
-        self.handle
-            .disconnects
-            .recv_timeout(timeout)
-            .ok()
-            .map(|notice| self.took(notice))
-    }
-
-    fn took(&self, notice: Disconnect) -> Disconnect {
-        let queues = self.handle.queues.pin();
-        // Only the tombstone: a remove() may have retired the id already.
-        if let Ok(Some(_)) = queues.remove_if(&notice.id, |_, queue| queue.is_closed()) {
-            self.handle.leases.pin().remove(&notice.id);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(notice) = self.try_recv() {
+                return Some(notice);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            // A receive may pass one on meanwhile; a notice at the front is looked for
+            // again after this short wait.
+            let wait = left.min(Duration::from_millis(5));
+            if let Ok(notice) = self.incoming.shared.notices.1.recv_timeout(wait) {
+                return Some(notice);
+            }
         }
-        notice
+    }
+}
+
+impl Incoming {
+    /// Takes the notices at the front of the stream, stopping before any frame.
+    fn take_notices(&self, out: &mut Vec<Received>) -> Result<Taken, Waited> {
+        let first = out.len();
+        let taken = self.outlet.take_notices(out)?;
+        for item in &out[first..] {
+            if let Received::Disconnect(notice) = item {
+                self.shared.retire(notice.id);
+            }
+        }
+        Ok(taken)
     }
 }

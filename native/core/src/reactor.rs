@@ -1,209 +1,131 @@
-//! The reactor: one background thread that reads and writes every connection of a mesh.
+//! The reactor: one background thread that owns every connection of a mesh and does all of
+//! their I/O.
 //!
 //! # Rules
 //!
-//! - **No waiting.** The reactor talks to the rest of the mesh through crossbeam channels
-//!   (commands in, disconnect notices out), lock-free queues (each connection's
-//!   [`OutgoingQueue`], the ready list), atomics, and the incoming queue, whose one lock is
-//!   held only to move items in or out. It never waits on a sender or a receiver.
-//! - **Drain until `WouldBlock`, fairly.** Sockets are registered edge-triggered for reading
-//!   and writing once, when added. A connection that reports readiness is put on the read
-//!   (or write) list and serviced until `WouldBlock`; one that still has work after its
-//!   budget for this turn ([`READ_BUDGET`], [`WRITE_BUDGET`]) goes back on the list, and the
-//!   next poll does not sleep. So one fast peer cannot starve the others, and nothing ever
-//!   sleeps or blocks inside the loop: a partial frame stays in its connection's decoder.
-//! - **Find work without scanning.** A sender that makes a connection's queue non-empty puts
-//!   its id on the ready list once and wakes the reactor only if it may be asleep (the
-//!   `wake_pending` flag is cleared just before the reactor polls with no timeout, and set
-//!   again when it wakes), so a busy reactor costs senders no system call.
-//! - **Coalesce writes.** Up to [`FRAMES_PER_WRITE`] queued frames leave in one vectored
-//!   write, payloads uncopied. Frames are taken from a queue only while its connection's
-//!   backlog is small, so a peer that does not read fills its bounded queue and senders get
-//!   `Full`: memory stays bounded.
-//! - **An idle connection may be written by its sender.** When a connection's queue is
-//!   unscheduled and empty (and the reactor asleep, or the batch large), a sender may take
-//!   the queue's flag and write to the socket itself ([`OutgoingQueue::write_direct`]); the
-//!   reactor writes only connections it has scheduled, so the socket never has two
-//!   writers. What the socket does not take comes back with the flag, ahead of the queue.
-//!   A closing connection stays open until such a write is over (the queue is not settled
-//!   meanwhile).
-//! - **A connection's reads may be lent.** A consumer in an event loop may borrow the reads
-//!   of the connection it converses with ([`crate::reading`]): the reactor takes read
-//!   interest off it and does not read it until it is given back (or the reactor takes it
-//!   back, to close it). Every read, the reactor's and a borrower's, holds the connection's
-//!   lease lock (uncontended unless a lend or give-back is under way), so frames keep their
-//!   order whoever reads them.
-//! - **Small frames leave in runs.** The whole small frames of one read go to the incoming
-//!   queue as one [`Delivery`]: one allocation and one copy for all of them, not one per
-//!   frame. A payload of [`RUN_PAYLOAD_LIMIT`] bytes or more leaves in a buffer of its own,
-//!   uncopied (large ones were read straight into it).
-//! - **Pause reading when incoming is full.** The frames of a read that do not fit the
-//!   incoming queue are held (at most one read's worth), and no connection is read until
-//!   the consumer has made room; the kernel buffers then fill and TCP pushes back on the
-//!   peers. A consumer that takes an envelope while reading is paused wakes the reactor, once.
-//!   Nothing is dropped and nothing spins.
-//! - **Every connection ends with an answer.** A connection the reactor removes by itself
-//!   (end of stream, reset, protocol error) becomes a [`Disconnect`] notice with its reason
-//!   and every frame it had not sent. Notices are sent after the envelopes read before them.
-//!   A connection removed by [`Mesh::remove`](crate::Mesh::remove) leaves with its unwritten
-//!   frames and its half-read frame.
-//! - **Notify an event loop rarely.** A consumer that cannot block (the Node binding) arms
-//!   the notify hook when it finds the incoming queue empty; the reactor calls it at most
-//!   once a turn, and only if armed. Disconnects, room for a sender that waits, and the
-//!   reactor stopping call it too. The hook never calls back into the mesh.
+//! - **One owner.** A connection that joins the mesh is handed to the reactor by value (a
+//!   command), with its framing state; from then on only this thread reads or writes its
+//!   socket, until it hands the connection back by value ([`Mesh::remove`]) or closes it.
+//!   Senders only queue ([`OutgoingQueue`]); receivers only take from the incoming stream.
+//! - **No lock.** The reactor talks to the handles through crossbeam channels (commands in;
+//!   the incoming stream out), lock-free queues (each connection's outgoing queue, the
+//!   ready list) and atomics. It never waits on a sender or a receiver.
+//! - **Drain until `WouldBlock`.** Sockets are registered edge-triggered for reading and
+//!   writing once, when added. A readable connection stays on the read list until a read
+//!   says `WouldBlock`; a writable one with frames on the write list until its queue is
+//!   empty or a write says `WouldBlock`. Nothing ever sleeps or blocks inside the loop: a
+//!   partial frame stays in its connection's decoder.
+//! - **Fair to every connection, in frames and bytes.** The read list is served round
+//!   robin. A visit delivers at most [`QUANTUM`] frames of the connection's pending frames,
+//!   and reads the socket (one read of at most 64 KiB) only once its pending frames are
+//!   all delivered; then the connection goes to the back of the list. So a peer flooding
+//!   tiny frames gets a quantum per round like everyone else, and what it sends beyond
+//!   that waits in its own socket (TCP pushes back on it alone). A turn reads at most
+//!   [`TURN_BYTES`] in all before the writes and commands get their turn again.
+//! - **Pause reading when incoming is full.** No frame is pushed beyond the incoming
+//!   stream's room; a connection's frames that do not fit stay pending in the connection,
+//!   and while there is no room the reactor reads nothing and sleeps until a receiver's
+//!   take makes room and wakes it. Nothing is dropped and nothing spins.
+//! - **Coalesce writes.** Up to 256 queued frames leave in one vectored write, payloads
+//!   uncopied. Frames are taken from a queue only while its connection's backlog is small,
+//!   so a peer that does not read fills its bounded queue and senders get `Full`: memory
+//!   stays bounded. A turn writes at most [`WRITE_BUDGET`] bytes to one connection.
+//! - **Ordered notices.** A connection the reactor removes by itself (end of stream, reset,
+//!   protocol error) becomes a [`Disconnect`] notice with its reason and every frame it had
+//!   not sent, pushed into the incoming stream after every frame read from it. A connection
+//!   removed by [`Mesh::remove`] leaves with its unwritten frames, its frames read but not
+//!   delivered, and its half-read frame.
+//! - **Notify an event loop rarely.** A consumer that cannot block (the Node binding) gives
+//!   a [`Notify`] hook. The reactor calls it at most once a turn for arrivals, and only if
+//!   the consumer armed it; it also calls it for room for a sender that waits, a removal's
+//!   answer, and its own end. The hook never calls back into the mesh.
+//!
+//! [`Mesh::remove`]: crate::Mesh::remove
+//! [`Disconnect`]: crate::Disconnect
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use crossbeam_queue::SegQueue;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashMap;
 
-use crate::codec::FrameDecoder;
+use crate::doorbell::Doorbell;
 use crate::envelope::Envelope;
-use crate::error::{DisconnectReason, RemoveError};
-use crate::incoming::{Delivery, IncomingQueue};
-use crate::mesh::Disconnect;
-use crate::outgoing::{OutgoingQueue, RawSocket};
-use crate::reading::{read_once, ReadLease, Step, READ_CHUNK};
-use crate::transport::connection::FRAMES_PER_WRITE;
-use crate::transport::Connection;
+use crate::error::RemoveError;
+use crate::incoming::{Delivery, Disconnect, Inlet};
+use crate::outgoing::OutgoingQueue;
+use crate::transport::connection::{Step, FRAMES_PER_WRITE, READ_CHUNK};
+use crate::transport::{Connection, DisconnectReason};
 
 const WAKER: Token = Token(usize::MAX);
-/// Bytes read from one connection before the others get a turn.
-const READ_BUDGET: usize = 4 * READ_CHUNK;
+/// Frames one connection delivers in one visit of the read list.
+pub const QUANTUM: usize = 256;
+/// Bytes read in one turn, over every connection, before writes and commands come again.
+pub const TURN_BYTES: usize = 1024 * 1024;
 /// Bytes written to one connection before the others get a turn.
-const WRITE_BUDGET: usize = 1024 * 1024;
+pub const WRITE_BUDGET: usize = 1024 * 1024;
 /// A connection's backlog is refilled from its queue only below these.
 const BACKLOG_FRAMES: usize = FRAMES_PER_WRITE;
 const BACKLOG_BYTES: usize = 256 * 1024;
 const EVENTS: usize = 1024;
 
-/// What the mesh handles and the reactor share.
-pub(crate) struct Shared {
-    /// Ids of connections whose queue a sender made non-empty.
-    pub(crate) ready: SegQueue<usize>,
-    waker: Waker,
-    /// True while the reactor is awake or a wake is on its way.
-    wake_pending: AtomicBool,
-    /// True while the reactor holds envelopes that did not fit the incoming queue.
-    read_paused: AtomicBool,
-    /// Set by `shutdown`.
-    pub(crate) shutdown: AtomicBool,
-    /// Set when the reactor thread ends, for whatever reason.
-    pub(crate) stopped: AtomicBool,
-    /// Called, from the reactor thread, to wake a consumer that waits in an event loop
-    /// rather than in a blocking call. See [`Shared::notify_if_armed`].
-    notify: Option<Notify>,
-    /// Set by a consumer that found the incoming queue empty and wants to be notified.
-    pub(crate) recv_armed: AtomicBool,
-    /// The reactor's poll, for a borrower of a connection's reads to take read interest off
-    /// and put it back (see [`crate::reading`]; Unix only).
-    #[cfg_attr(not(unix), allow(dead_code))]
-    registry: mio::Registry,
-    /// True while the reactor holds frames that did not fit the incoming queue: no
-    /// connection is lent meanwhile (its frames held here must go first).
-    stalled_held: AtomicBool,
-}
-
 /// A callback that wakes an event-loop consumer (for example the Node binding). It is
 /// called from the reactor thread: it must be quick and must not call back into the mesh.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
-impl Shared {
-    /// Wakes the reactor unless it is awake already or about to be.
-    pub(crate) fn wake(&self) -> io::Result<()> {
-        fence(SeqCst);
-        if self.wake_pending.swap(true, SeqCst) {
-            return Ok(());
-        }
-        self.waker.wake()
-    }
-
-    /// True while the reactor sleeps (or is about to) and a send would have to wake it.
-    pub(crate) fn is_asleep(&self) -> bool {
-        !self.wake_pending.load(SeqCst)
-    }
-
-    /// Called after an envelope is taken from the incoming queue.
-    pub(crate) fn made_room(&self) {
-        fence(SeqCst);
-        if self.read_paused.load(SeqCst) && self.read_paused.swap(false, SeqCst) {
-            // Failing to wake means the reactor is gone; receivers will see that.
-            let _ = self.wake();
-        }
-    }
-
-    /// Calls the notify hook if a consumer armed it (once per arming).
-    pub(crate) fn notify_if_armed(&self) {
-        if let Some(notify) = &self.notify {
-            if self.recv_armed.load(SeqCst) && self.recv_armed.swap(false, SeqCst) {
-                notify();
-            }
-        }
-    }
-
-    /// Calls the notify hook, if there is one: for events every consumer must see
-    /// (disconnects, room for a waiting sender, the reactor stopping).
-    pub(crate) fn notify(&self) {
-        if let Some(notify) = &self.notify {
-            notify();
-        }
-    }
-
-    /// True while the reactor holds frames that did not fit the incoming queue.
-    pub(crate) fn holds_stalled(&self) -> bool {
-        self.stalled_held.load(SeqCst)
-    }
-
-    /// Polls connection `id`'s socket for reading and writing, or (`readable` false) for
-    /// writing only. Called under the connection's lease lock, while it is not closing.
-    #[cfg(unix)]
-    pub(crate) fn set_read_interest(
-        &self,
-        socket: RawSocket,
-        id: usize,
-        readable: bool,
-    ) -> io::Result<()> {
-        let interest = match readable {
-            true => Interest::READABLE | Interest::WRITABLE,
-            false => Interest::WRITABLE,
-        };
-        self.registry
-            .reregister(&mut mio::unix::SourceFd(&socket), Token(id), interest)
-    }
-
-    #[cfg(not(unix))]
-    pub(crate) fn set_read_interest(&self, socket: RawSocket, _: usize, _: bool) -> io::Result<()> {
-        match socket {}
-    }
-}
-
-/// Requests from the mesh handles.
+/// Requests from the mesh's handles.
 pub(crate) enum Command {
     Add {
         id: usize,
-        connection: Connection,
+        connection: Box<Connection>,
         queue: Arc<OutgoingQueue>,
-        lease: Arc<ReadLease>,
     },
     Remove {
         id: usize,
         reply: Sender<Result<Connection, RemoveError>>,
     },
-    /// A lent read ended the connection (the reason is in its lease).
-    ReadFailed {
-        id: usize,
-    },
-    /// Read the connection (its reads were given back but its poll refused read interest).
-    Read {
-        id: usize,
-    },
     Shutdown,
+}
+
+/// What a mesh's handles keep of its reactor.
+pub(crate) struct ReactorHandle {
+    pub(crate) doorbell: Arc<Doorbell>,
+    pub(crate) commands: Sender<Command>,
+    pub(crate) thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts a reactor that pushes into `inlet` and calls `notify` (if any).
+pub(crate) fn start(inlet: Inlet, notify: Option<Notify>) -> io::Result<ReactorHandle> {
+    let poll = Poll::new()?;
+    let doorbell = Arc::new(Doorbell::new(poll.registry(), WAKER)?);
+    let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+    let reactor = Reactor {
+        poll,
+        doorbell: doorbell.clone(),
+        commands: commands_rx,
+        inlet,
+        notify,
+        conns: FxHashMap::default(),
+        read_list: VecDeque::new(),
+        write_list: VecDeque::new(),
+        scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+        running: true,
+        pushed: false,
+    };
+    let thread = std::thread::Builder::new()
+        .name("wiremesh-reactor".into())
+        .spawn(move || {
+            let mut reactor = reactor;
+            reactor.run();
+        })?;
+    Ok(ReactorHandle {
+        doorbell,
+        commands: commands_tx,
+        thread,
+    })
 }
 
 /// How a closing connection ends, once its queue has settled.
@@ -215,8 +137,8 @@ enum Finish {
 struct Conn {
     connection: Connection,
     queue: Arc<OutgoingQueue>,
-    /// The read state (the connection's decoder is in it while it is in the mesh).
-    lease: Arc<ReadLease>,
+    /// An edge said readable and no read has said `WouldBlock` since.
+    readable: bool,
     read_listed: bool,
     write_listed: bool,
     /// The last write met `WouldBlock`: wait for a writable event.
@@ -226,113 +148,44 @@ struct Conn {
 }
 
 impl Conn {
-    /// Puts the decoder back into the connection, which is leaving the mesh.
-    fn take_back_decoder(&mut self) {
-        let max = self.connection.max_frame_size();
-        let mut state = self.lease.lock();
-        self.connection.decoder =
-            std::mem::replace(&mut state.side.decoder, FrameDecoder::new(max));
+    /// True while the read list has something for it to do.
+    fn wants_reading(&self) -> bool {
+        self.connection.pending_frames() > 0 || (self.readable && self.closing.is_none())
     }
-
-    /// No borrower touches the socket from now on.
-    fn mark_closing(&self) {
-        let mut state = self.lease.lock();
-        state.closing = true;
-        state.lent = false;
-    }
-}
-
-/// The channels a reactor is started with.
-pub(crate) struct Channels {
-    pub(crate) commands: Receiver<Command>,
-    pub(crate) incoming: Arc<IncomingQueue>,
-    pub(crate) disconnects: Sender<Disconnect>,
-}
-
-/// Creates the poll and the shared state; [`spawn`] starts the thread.
-pub(crate) fn new_shared(notify: Option<Notify>) -> io::Result<(Poll, Arc<Shared>)> {
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
-    let registry = poll.registry().try_clone()?;
-    let shared = Arc::new(Shared {
-        ready: SegQueue::new(),
-        waker,
-        wake_pending: AtomicBool::new(true),
-        read_paused: AtomicBool::new(false),
-        shutdown: AtomicBool::new(false),
-        stopped: AtomicBool::new(false),
-        notify,
-        recv_armed: AtomicBool::new(false),
-        registry,
-        stalled_held: AtomicBool::new(false),
-    });
-    Ok((poll, shared))
-}
-
-/// Starts the reactor thread.
-pub(crate) fn spawn(
-    poll: Poll,
-    shared: Arc<Shared>,
-    channels: Channels,
-) -> io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("wiremesh-reactor".into())
-        .spawn(move || {
-            let mut reactor = Reactor {
-                poll,
-                shared,
-                commands: channels.commands,
-                incoming: channels.incoming,
-                disconnects: channels.disconnects,
-                conns: FxHashMap::default(),
-                read_list: VecDeque::new(),
-                write_list: VecDeque::new(),
-                ready: Vec::new(),
-                stalled: VecDeque::new(),
-                held_notices: Vec::new(),
-                scratch: vec![0; READ_CHUNK].into_boxed_slice(),
-                running: true,
-            };
-            reactor.run();
-        })
 }
 
 struct Reactor {
     poll: Poll,
-    shared: Arc<Shared>,
+    doorbell: Arc<Doorbell>,
     commands: Receiver<Command>,
-    incoming: Arc<IncomingQueue>,
-    disconnects: Sender<Disconnect>,
+    inlet: Inlet,
+    notify: Option<Notify>,
     conns: FxHashMap<usize, Conn>,
+    /// Connections with frames to deliver or bytes to read, served round robin.
     read_list: VecDeque<usize>,
     write_list: VecDeque<usize>,
-    /// Ids taken from the shared ready list this turn.
-    ready: Vec<usize>,
-    /// Frames read that did not fit the incoming queue, oldest first.
-    stalled: VecDeque<Delivery>,
-    /// Notices that wait for the stalled envelopes to go first.
-    held_notices: Vec<Disconnect>,
     scratch: Box<[u8]>,
     running: bool,
+    /// Frames or notices went into the incoming stream this turn.
+    pushed: bool,
 }
 
 impl Reactor {
     fn run(&mut self) {
         let mut events = Events::with_capacity(EVENTS);
         while self.running {
-            let timeout = if self.has_work() {
-                Some(Duration::ZERO)
-            } else {
-                self.prepare_to_sleep()
+            let timeout = match self.has_work() {
+                true => Some(Duration::ZERO),
+                false => self.prepare_to_sleep(),
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != io::ErrorKind::Interrupted {
                     // The poll itself is broken: nothing more can be done for any
-                    // connection. Stop; receivers see `Disconnected`.
+                    // connection. Stop; receivers see the stream end.
                     return;
                 }
             }
-            self.shared.wake_pending.store(true, SeqCst);
+            self.doorbell.woke();
             for event in events.iter() {
                 if event.token() == WAKER {
                     continue;
@@ -344,11 +197,12 @@ impl Reactor {
                 if conn.closing.is_some() {
                     continue;
                 }
-                if (event.is_readable() || event.is_read_closed() || event.is_error())
-                    && !conn.read_listed
-                {
-                    conn.read_listed = true;
-                    self.read_list.push_back(id);
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    conn.readable = true;
+                    if !conn.read_listed {
+                        conn.read_listed = true;
+                        self.read_list.push_back(id);
+                    }
                 }
                 if (event.is_writable() || event.is_write_closed() || event.is_error())
                     && conn.write_blocked
@@ -366,23 +220,17 @@ impl Reactor {
     }
 
     fn has_work(&self) -> bool {
-        !self.write_list.is_empty() || (self.stalled.is_empty() && !self.read_list.is_empty())
+        !self.write_list.is_empty() || (!self.read_list.is_empty() && self.inlet.room() > 0)
     }
 
     /// Allows wakes, then looks once more for work that arrived meanwhile. Returns the
     /// poll timeout.
     fn prepare_to_sleep(&mut self) -> Option<Duration> {
-        self.shared.wake_pending.store(false, SeqCst);
-        fence(SeqCst);
-        if !self.stalled.is_empty() {
-            self.shared.read_paused.store(true, SeqCst);
-            fence(SeqCst);
-            self.flush_stalled();
-            if self.stalled.is_empty() {
-                return Some(Duration::ZERO);
-            }
+        self.doorbell.may_sleep();
+        if !self.read_list.is_empty() && !self.inlet.wait_for_room() {
+            return Some(Duration::ZERO);
         }
-        if !self.shared.ready.is_empty() || !self.commands.is_empty() {
+        if self.doorbell.has_ready() || !self.commands.is_empty() {
             return Some(Duration::ZERO);
         }
         None
@@ -391,14 +239,14 @@ impl Reactor {
     fn turn(&mut self) {
         // Take the ready ids before the commands: a send to a new connection follows its
         // `Add` command, so every id taken here has its connection added below.
-        while let Some(id) = self.shared.ready.pop() {
-            self.ready.push(id);
+        let mut ready = Vec::new();
+        while let Some(id) = self.doorbell.pop_ready() {
+            ready.push(id);
         }
         while let Ok(command) = self.commands.try_recv() {
             self.command(command);
         }
-        let mut ready = std::mem::take(&mut self.ready);
-        for id in ready.drain(..) {
+        for id in ready {
             match self.conns.get_mut(&id) {
                 Some(conn) if conn.closing.is_some() => self.progress_closing(id),
                 Some(conn) if !conn.write_listed => {
@@ -408,22 +256,20 @@ impl Reactor {
                 _ => {}
             }
         }
-        self.ready = ready;
-
         for _ in 0..self.write_list.len() {
             let id = self.write_list.pop_front().expect("counted");
             self.flush(id);
         }
-        self.flush_stalled();
-        let mut turns = self.read_list.len();
-        while turns > 0 && self.stalled.is_empty() {
-            turns -= 1;
-            let id = self.read_list.pop_front().expect("counted");
-            self.read(id);
+        self.read_and_deliver();
+        // Once a turn, not once a frame: an armed consumer takes in batches.
+        if std::mem::take(&mut self.pushed) && self.inlet.take_armed() {
+            self.notify();
         }
-        // Once a turn, not once an envelope: an armed consumer drains in batches.
-        if !self.incoming.is_empty() {
-            self.shared.notify_if_armed();
+    }
+
+    fn notify(&self) {
+        if let Some(notify) = &self.notify {
+            notify();
         }
     }
 
@@ -431,65 +277,39 @@ impl Reactor {
         match command {
             Command::Add {
                 id,
-                mut connection,
+                connection,
                 queue,
-                lease,
             } => {
-                let max = connection.max_frame_size();
-                let decoder = std::mem::replace(&mut connection.decoder, FrameDecoder::new(max));
                 let mut conn = Conn {
-                    connection,
+                    connection: *connection,
                     queue,
-                    lease,
+                    // Read and write at once: the stream may hold bytes already, and the
+                    // connection may bring frames read or unwritten in an earlier mesh.
+                    readable: true,
                     read_listed: true,
                     write_listed: true,
                     write_blocked: false,
                     closing: None,
                 };
                 let registered = self.poll.registry().register(
-                    &mut conn.connection.stream,
+                    conn.connection.source(),
                     Token(id),
                     Interest::READABLE | Interest::WRITABLE,
                 );
-                {
-                    // Lendable from now on (not before: lending changes the registration).
-                    let mut state = conn.lease.lock();
-                    state.side.decoder = decoder;
-                    state.registered = registered.is_ok();
-                }
                 self.conns.insert(id, conn);
-                match registered {
-                    // Read and write at once: the stream may hold bytes already, and the
-                    // connection may bring unwritten frames from an earlier mesh.
-                    Ok(()) => {
-                        self.read_list.push_back(id);
-                        self.write_list.push_back(id);
-                    }
-                    Err(err) => self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err))),
+                self.read_list.push_back(id);
+                self.write_list.push_back(id);
+                if let Err(err) = registered {
+                    self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)));
                 }
             }
             Command::Remove { id, reply } => match self.conns.get(&id) {
                 Some(conn) if conn.closing.is_none() => self.begin_close(id, Finish::Remove(reply)),
                 _ => {
                     let _ = reply.send(Err(RemoveError::NotFound(id)));
+                    self.notify();
                 }
             },
-            Command::ReadFailed { id } => {
-                if let Some(conn) = self.conns.get(&id) {
-                    let reason = conn.lease.lock().failed.take();
-                    if let (None, Some(reason)) = (&conn.closing, reason) {
-                        self.begin_close(id, Finish::Disconnect(reason));
-                    }
-                }
-            }
-            Command::Read { id } => {
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    if !conn.read_listed {
-                        conn.read_listed = true;
-                        self.read_list.push_back(id);
-                    }
-                }
-            }
             Command::Shutdown => self.running = false,
         }
     }
@@ -515,7 +335,9 @@ impl Reactor {
                 popped = true;
             }
             if popped && conn.queue.take_room_wanted_at_low_water() {
-                self.shared.notify();
+                if let Some(notify) = &self.notify {
+                    notify();
+                }
             }
             if backlog.is_empty() {
                 if conn.queue.unschedule() {
@@ -523,7 +345,7 @@ impl Reactor {
                 }
                 return;
             }
-            match backlog.write_to(&mut conn.connection.stream) {
+            match conn.connection.write_backlog() {
                 Ok(0) => {
                     let err = io::Error::new(io::ErrorKind::WriteZero, "the socket took no bytes");
                     return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)));
@@ -548,98 +370,67 @@ impl Reactor {
         }
     }
 
-    /// Reads a connection until it would block, has had its budget, or the incoming queue
-    /// is full, and delivers the frames it completes. Not while its reads are lent.
-    fn read(&mut self, id: usize) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        conn.read_listed = false;
-        if conn.closing.is_some() {
-            return;
-        }
-        let mut state = conn.lease.lock();
-        if state.lent || state.failed.is_some() {
-            return;
-        }
-        let mut total = 0;
-        let reason = loop {
-            let stream = &mut conn.connection.stream;
-            let (incoming, stalled) = (&self.incoming, &mut self.stalled);
-            let mut deliver = |delivery| deliver(incoming, stalled, delivery);
-            match read_once(id, &mut state.side, stream, &mut self.scratch, &mut deliver) {
-                Step::Read { n, .. } => total += n,
-                Step::WouldBlock => return,
-                Step::End(reason) => break reason,
-            }
-            if !self.stalled.is_empty() {
-                // No lending until these are in (under the lock: a borrower sees it).
-                self.shared.stalled_held.store(true, SeqCst);
-                // Still readable, most likely: first in line once there is room.
-                conn.read_listed = true;
-                self.read_list.push_front(id);
+    /// Serves the read list round robin: each visit delivers up to a quantum of the
+    /// connection's pending frames and, once they are all delivered, reads it once. Stops
+    /// when the incoming stream is full, the list is empty, or the turn has read its bytes.
+    fn read_and_deliver(&mut self) {
+        let mut read = 0;
+        while read < TURN_BYTES {
+            if self.inlet.room() == 0 {
                 return;
             }
-            if total >= READ_BUDGET {
+            let Some(id) = self.read_list.pop_front() else {
+                return;
+            };
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            conn.read_listed = false;
+            let mut quantum = QUANTUM;
+            quantum -= deliver(&self.inlet, &mut self.pushed, id, conn, quantum);
+            let mut ended = None;
+            if conn.connection.pending_frames() == 0 && conn.readable && conn.closing.is_none() {
+                match conn.connection.read_once(&mut self.scratch) {
+                    Step::Read(n) => {
+                        read += n;
+                        deliver(&self.inlet, &mut self.pushed, id, conn, quantum);
+                    }
+                    Step::WouldBlock => conn.readable = false,
+                    Step::End(reason) => {
+                        conn.readable = false;
+                        ended = Some(reason);
+                    }
+                }
+            }
+            if conn.wants_reading() {
                 conn.read_listed = true;
                 self.read_list.push_back(id);
-                return;
             }
-        };
-        drop(state);
-        self.begin_close(id, Finish::Disconnect(reason));
-    }
-
-    /// Moves stalled envelopes into the incoming queue while it has room; once they are all
-    /// in, releases the notices that waited for them.
-    fn flush_stalled(&mut self) {
-        if self.stalled.is_empty() && self.held_notices.is_empty() {
-            return;
-        }
-        if self.deliver_stalled() {
-            // Also called just before sleeping: an armed consumer must hear of these.
-            self.shared.notify_if_armed();
+            match ended {
+                Some(reason) => self.begin_close(id, Finish::Disconnect(reason)),
+                None if conn.closing.is_some() && conn.connection.pending_frames() == 0 => {
+                    self.progress_closing(id)
+                }
+                None => {}
+            }
         }
     }
 
-    /// Returns true if any frame went in.
-    fn deliver_stalled(&mut self) -> bool {
-        let mut moved = false;
-        while let Some(delivery) = self.stalled.pop_front() {
-            let frames = delivery.len();
-            if let Err(rest) = self.incoming.push(delivery) {
-                moved |= rest.len() < frames;
-                self.stalled.push_front(rest);
-                return moved;
-            }
-            moved = true;
-        }
-        self.shared.stalled_held.store(false, SeqCst);
-        if !self.held_notices.is_empty() {
-            for notice in self.held_notices.drain(..) {
-                let _ = self.disconnects.send(notice);
-            }
-            self.shared.notify();
-        }
-        moved
-    }
-
-    /// Stops polling a connection and closes its queue; it ends once the queue settles.
+    /// Stops polling a connection and closes its queue; it ends once the queue settles
+    /// (and, for a disconnect, once its pending frames are delivered).
     fn begin_close(&mut self, id: usize, finish: Finish) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        // Taken back from a borrower, if lent; the lock orders this against its reads.
-        conn.mark_closing();
-        let _ = self.poll.registry().deregister(&mut conn.connection.stream);
+        let _ = self.poll.registry().deregister(conn.connection.source());
         conn.queue.close();
         if conn.queue.take_room_wanted() {
             // A sender waiting for room must now learn that the connection is gone.
-            self.shared.notify();
+            if let Some(notify) = &self.notify {
+                notify();
+            }
         }
-        // Once closed, no direct write starts; one under way owns the socket until it ends
-        // (and then schedules the id, so the closing goes on).
-        if matches!(finish, Finish::Remove(_)) && !conn.queue.is_writing_directly() {
+        if matches!(finish, Finish::Remove(_)) {
             // Whatever goes out now need not travel with the connection.
             let _ = drain_nonblocking(conn);
         }
@@ -648,7 +439,8 @@ impl Reactor {
     }
 
     /// Takes a closing connection's last frames; ends it if no push is still in flight
-    /// (otherwise that push schedules the id again and we come back here).
+    /// (otherwise that push schedules the id again and we come back here) and, for a
+    /// disconnect, once every frame read from it has been delivered.
     fn progress_closing(&mut self, id: usize) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -662,43 +454,51 @@ impl Reactor {
                 return;
             }
         }
-        let mut conn = self.conns.remove(&id).expect("present above");
-        match conn.closing.take().expect("closing") {
+        let delivered = conn.connection.pending_frames() == 0;
+        if matches!(conn.closing, Some(Finish::Disconnect(_))) && !delivered {
+            // The read list delivers the rest and comes back here.
+            return;
+        }
+        let conn = self.conns.remove(&id).expect("present above");
+        let Conn {
+            connection,
+            closing,
+            ..
+        } = conn;
+        match closing.expect("closing") {
             Finish::Remove(reply) => {
-                conn.take_back_decoder();
-                let _ = reply.send(Ok(conn.connection));
+                let _ = reply.send(Ok(connection));
+                self.notify();
             }
             Finish::Disconnect(reason) => {
-                let unsent = conn
-                    .connection
+                let unsent = connection
                     .backlog
                     .into_unsent()
                     .into_iter()
-                    .map(|p| Envelope::new(id, p))
+                    .map(|payload| Envelope::new(id, payload))
                     .collect();
-                let notice = Disconnect { id, reason, unsent };
-                if self.stalled.is_empty() {
-                    let _ = self.disconnects.send(notice);
-                    self.shared.notify();
-                } else {
-                    self.held_notices.push(notice);
-                }
+                self.inlet.push_notice(Disconnect { id, reason, unsent });
+                self.pushed = true;
+                // Every consumer must hear of it, armed or not (senders waiting for room
+                // on it, listeners of disconnects).
+                self.notify();
             }
         }
     }
 
-    /// At shutdown: writes what each connection can take without blocking, then closes it.
+    /// At shutdown: writes what each connection can take without blocking, then closes it;
+    /// a removal under way gets its connection.
     fn close_all(&mut self) {
         for (_, mut conn) in self.conns.drain() {
-            conn.mark_closing();
             conn.queue.close();
-            wait_for_direct_write(&conn.queue);
-            if conn.closing.is_none() {
-                let _ = drain_nonblocking(&mut conn);
-            }
-            if let Some(Finish::Remove(reply)) = conn.closing.take() {
-                conn.take_back_decoder();
-                let _ = reply.send(Ok(conn.connection));
+            match conn.closing.take() {
+                None => {
+                    let _ = drain_nonblocking(&mut conn);
+                }
+                Some(Finish::Remove(reply)) => {
+                    let _ = reply.send(Ok(conn.connection));
+                }
+                Some(Finish::Disconnect(_)) => {}
             }
         }
     }
@@ -708,50 +508,44 @@ impl Drop for Reactor {
     /// Runs however the thread ends, panics included: refuse further sends and adds, and
     /// answer every command still queued.
     fn drop(&mut self) {
-        self.shared.stopped.store(true, SeqCst);
-        // Receivers take what is queued, then learn that nothing more will come.
-        self.incoming.close();
+        self.doorbell.stop();
         for conn in self.conns.values() {
-            conn.mark_closing();
             conn.queue.close();
-        }
-        // The sockets close when the connections drop, after this: not under a direct write.
-        for conn in self.conns.values() {
-            wait_for_direct_write(&conn.queue);
         }
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Add { queue, lease, .. } => {
-                    lease.lock().closing = true;
-                    queue.close()
-                }
+                // Joined too late: it closes with the others.
+                Command::Add { queue, .. } => queue.close(),
                 Command::Remove { id, reply } => {
                     let _ = reply.send(Err(RemoveError::NotFound(id)));
                 }
-                Command::ReadFailed { .. } | Command::Read { .. } | Command::Shutdown => {}
+                Command::Shutdown => {}
             }
         }
-        // Consumers waiting in an event loop must learn that nothing more will come.
-        self.shared.notify();
+        // Receivers take what is queued, then learn that nothing more will come; consumers
+        // waiting in an event loop must hear of it.
+        self.inlet.close();
+        self.notify();
     }
 }
 
-fn deliver(incoming: &IncomingQueue, stalled: &mut VecDeque<Delivery>, delivery: Delivery) {
-    if !stalled.is_empty() {
-        stalled.push_back(delivery);
-        return;
+/// Pushes up to `max` of a connection's pending frames, as many as the incoming stream has
+/// room for. Returns how many.
+fn deliver(inlet: &Inlet, pushed: &mut bool, id: usize, conn: &mut Conn, max: usize) -> usize {
+    let mut delivered = 0;
+    while delivered < max {
+        let room = inlet.room().min(max - delivered);
+        if room == 0 {
+            break;
+        }
+        let Some(frames) = conn.connection.take_pending(room) else {
+            break;
+        };
+        delivered += frames.len();
+        inlet.push(Delivery { id, frames });
+        *pushed = true;
     }
-    if let Err(rest) = incoming.push(delivery) {
-        stalled.push_back(rest);
-    }
-}
-
-/// Waits for a direct write to a closed queue's socket to return: one non-blocking system
-/// call, after which no other starts. Only where the reactor ends, before the sockets close.
-fn wait_for_direct_write(queue: &OutgoingQueue) {
-    while queue.is_writing_directly() {
-        std::thread::yield_now();
-    }
+    delivered
 }
 
 /// Writes queued frames until the socket would block or the queue is empty.
@@ -763,11 +557,7 @@ fn drain_nonblocking(conn: &mut Conn) -> io::Result<()> {
         if conn.connection.backlog.is_empty() {
             return Ok(());
         }
-        match conn
-            .connection
-            .backlog
-            .write_to(&mut conn.connection.stream)
-        {
+        match conn.connection.write_backlog() {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use util::*;
-use wiremesh_core::{Delivery, Envelope, Mesh, SendError, TcpTransport};
+use wiremesh_core::codec::Decoded;
+use wiremesh_core::{Delivery, Envelope, Mesh, Received, SendError, TcpTransport};
 
 #[test]
 fn a_peer_that_never_reads_fills_its_queue_while_another_keeps_delivering() {
@@ -169,18 +170,26 @@ fn small_frames_arrive_in_runs_and_the_incoming_queue_never_holds_more_than_its_
 
     // Deliveries taken: runs, their parts, and single envelopes.
     let (mut next, mut runs, mut saw_large) = (0u64, 0, false);
-    let mut deliveries = Vec::new();
+    let notified = mesh.notified();
+    let mut items = Vec::new();
     while next < TOTAL {
-        deliveries.clear();
-        match incoming.try_recv_deliveries(37, &mut deliveries) {
+        items.clear();
+        match notified.take(37, &mut items) {
             Ok(0) => thread::sleep(Duration::from_millis(1)),
             Ok(taken) => {
                 assert!(taken <= 37);
+                let deliveries: Vec<Delivery> = items
+                    .drain(..)
+                    .map(|item| match item {
+                        Received::Frames(delivery) => delivery,
+                        Received::Disconnect(notice) => panic!("{notice:?}"),
+                    })
+                    .collect();
                 assert_eq!(deliveries.iter().map(Delivery::len).sum::<usize>(), taken);
-                for delivery in deliveries.drain(..) {
-                    assert_eq!(delivery.id(), id);
+                for delivery in deliveries {
+                    assert_eq!(delivery.id, id);
                     runs += 1;
-                    if let Delivery::Frames { frames, .. } = &delivery {
+                    if let Decoded::Run(frames) = &delivery.frames {
                         assert!(frames.largest_payload() < 64 * 1024);
                     }
                     let mut envelopes = Vec::new();

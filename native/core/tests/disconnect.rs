@@ -110,7 +110,7 @@ fn a_hostile_length_header_closes_only_that_connection() {
 }
 
 #[test]
-fn after_an_automatic_removal_sends_are_disconnected_then_not_found_and_remove_is_not_found() {
+fn after_an_automatic_removal_sends_are_disconnected_before_and_after_the_notice() {
     let transport = TcpTransport::default();
     let mesh = Mesh::new(8, 8).unwrap();
     let (raw, id) = raw_peer(&mesh, &transport);
@@ -122,9 +122,18 @@ fn after_an_automatic_removal_sends_are_disconnected_then_not_found_and_remove_i
     }
     let notice = disconnect(&mesh);
     assert_eq!(notice.id, id);
-    // Taking the notice retires the id.
+    // Taking the notice retires the id, and sends to it are still Disconnected: the mesh
+    // gave it out once. An id it never gave out is NotFound.
     assert!(matches!(
         mesh.send(Envelope::new(id, vec![])),
+        Err(SendError::Disconnected(_))
+    ));
+    assert!(matches!(
+        mesh.send(Envelope::new(id + 1000, vec![])),
+        Err(SendError::NotFound(_))
+    ));
+    assert!(matches!(
+        mesh.send(Envelope::new(0, vec![])),
         Err(SendError::NotFound(_))
     ));
     assert_eq!(mesh.remove(id).unwrap_err(), RemoveError::NotFound(id));

@@ -46,13 +46,13 @@ fn an_armed_consumer_is_notified_once_when_envelopes_arrive() {
     }
     assert!(quiet(&notified), "no call without arming");
     assert!(
-        !incoming.arm(),
+        !mesh.notified().arm(),
         "arming with envelopes waiting says: take them now"
     );
     assert_eq!(incoming.try_recv().unwrap().id(), server);
 
     // Armed on an empty queue: one call for a burst.
-    assert!(incoming.arm());
+    assert!(mesh.notified().arm());
     for i in 0..50u64 {
         mesh.send(Envelope::new(client, numbered(i, 8))).unwrap();
     }
@@ -96,7 +96,11 @@ fn a_sender_waiting_for_room_is_notified_when_the_peer_reads() {
     let transport = TcpTransport::default();
     let (mesh, notified) = notified_mesh(8, 4);
     let (mut raw, id) = raw_peer(&mesh, &transport);
-    assert!(!mesh.want_room(id).unwrap(), "an empty queue has room");
+    let notified_mesh = mesh.notified();
+    assert!(
+        !notified_mesh.want_room(id).unwrap(),
+        "an empty queue has room"
+    );
     let deadline = Instant::now() + PATIENCE;
     let mut sent = 0u64;
     loop {
@@ -108,7 +112,7 @@ fn a_sender_waiting_for_room_is_notified_when_the_peer_reads() {
         }
         thread::sleep(Duration::from_millis(1));
     }
-    if !mesh.want_room(id).unwrap() {
+    if !notified_mesh.want_room(id).unwrap() {
         // The reactor made room between the Full and the call: that is the answer too.
         return;
     }
@@ -124,19 +128,22 @@ fn a_sender_waiting_for_room_is_notified_when_the_peer_reads() {
         .expect("a call once there is room");
     mesh.send(Envelope::new(id, numbered(sent, 8))).unwrap();
     drop(reader.join().unwrap());
-    assert!(mesh.want_room(424_242).is_err(), "unknown ids are NotFound");
+    assert!(
+        notified_mesh.want_room(424_242).is_err(),
+        "unknown ids are NotFound"
+    );
 }
 
 #[test]
 fn the_reactor_stopping_notifies_and_disarms_arming() {
     let (mesh, notified) = notified_mesh(1, 1);
-    let incoming = mesh.incoming();
-    assert!(incoming.arm());
+    let consumer = mesh.notified();
+    assert!(consumer.arm());
     mesh.shutdown();
     notified
         .recv_timeout(PATIENCE)
         .expect("a call when the reactor stops");
-    assert!(!incoming.arm(), "a stopped mesh is not worth waiting for");
+    assert!(!consumer.arm(), "a stopped mesh is not worth waiting for");
 }
 
 #[test]
@@ -156,6 +163,7 @@ fn an_event_loop_consumer_with_room_for_one_receives_everything_from_a_fast_peer
         raw
     });
     let incoming = mesh.incoming();
+    let consumer = mesh.notified();
     let mut next = 0;
     while next < TOTAL {
         match incoming.try_recv() {
@@ -164,7 +172,7 @@ fn an_event_loop_consumer_with_room_for_one_receives_everything_from_a_fast_peer
                 next += 1;
             }
             Err(_) => {
-                if incoming.arm() {
+                if consumer.arm() {
                     notified
                         .recv_timeout(PATIENCE)
                         .expect("a call once envelopes arrive");

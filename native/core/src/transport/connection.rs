@@ -1,17 +1,50 @@
 //! A connection: a [`Stream`] with its framing state.
+//!
+//! # Contract
+//!
+//! - A connection's framing state has one home, here: the decoder of the frame it is
+//!   reading, the frames it has read but that nobody has received yet, and the frames it
+//!   has not finished writing. Whoever owns the connection (its program before it joins a
+//!   mesh, the mesh's reactor while it is in one, the handshake loop during one of its own
+//!   operations) owns that state with it; it moves by value, never shared.
+//! - [`Connection::read_once`] is the one read path: one read from the stream and the
+//!   frames it completes, appended to the connection's pending frames. Small frames of one
+//!   read leave together, as one run in one buffer; a payload of [`RUN_PAYLOAD_LIMIT`]
+//!   bytes or more is a buffer of its own, and one of [`DIRECT_READ`] bytes or more is read
+//!   straight into that buffer.
+//! - Its own `send` and `recv` (blocking, for a handshake before the mesh) and the
+//!   non-blocking steps the handshake loop drives never read past the end of a frame, so
+//!   the bytes that follow stay in the socket for whoever reads next.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::time::Duration;
 
+use super::error::{ConnectionError, DisconnectReason};
 use super::Stream;
-use crate::codec::{frame_header, FrameDecoder, HEADER_LEN};
-use crate::error::ConnectionError;
-use crate::outgoing::Chunk;
+use crate::codec::{frame_header, Decoded, EncodedFrames, FrameDecoder, FrameError, HEADER_LEN};
 
 /// Payloads gathered into one vectored write: two slices each (header, payload). An
 /// encoded run of frames is one slice.
 pub(crate) const FRAMES_PER_WRITE: usize = 256;
+/// Size of one read into a reader's buffer.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// A payload with at least this many bytes still to come is read straight into its own
+/// buffer rather than through the reader's (one copy fewer).
+pub const DIRECT_READ: usize = 16 * 1024;
+/// Frames with shorter payloads leave a read together, in one buffer ([`Decoded::Run`]).
+pub const RUN_PAYLOAD_LIMIT: usize = 8 * 1024;
+
+/// What one read did.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Read this many bytes (at least one); the frames they completed are pending.
+    Read(usize),
+    /// Nothing to read now.
+    WouldBlock,
+    /// The stream has ended.
+    End(DisconnectReason),
+}
 
 /// A framed connection, made by a [`Transport`](super::Transport) or a
 /// [`Listener`](super::Listener).
@@ -20,11 +53,18 @@ pub(crate) const FRAMES_PER_WRITE: usize = 256;
 /// it can exchange frames itself with the blocking [`send`](Self::send) and
 /// [`recv`](Self::recv), for example for a handshake. Its framing state travels with it:
 /// frames queued in a mesh but not yet written leave with it and go out on its next
-/// `send`; a frame the mesh had half read is finished by its next `recv`.
+/// `send`; frames the mesh had read but nobody received, and a frame it had half read, are
+/// what its next `recv`s return.
 #[derive(Debug)]
 pub struct Connection {
-    pub(crate) stream: Box<dyn Stream>,
-    pub(crate) decoder: FrameDecoder,
+    stream: Box<dyn Stream>,
+    decoder: FrameDecoder,
+    /// Frames read, not yet received, oldest first.
+    pending: VecDeque<Decoded>,
+    pending_frames: usize,
+    /// The last frame read was large: read the next header alone, so that the payload
+    /// after it is read straight into its own buffer.
+    large_frames: bool,
     pub(crate) backlog: WriteBacklog,
     local_endpoint: String,
     remote_endpoint: String,
@@ -40,6 +80,9 @@ impl Connection {
             remote_endpoint: stream.remote_endpoint(),
             stream,
             decoder: FrameDecoder::new(max_frame_size),
+            pending: VecDeque::new(),
+            pending_frames: 0,
+            large_frames: false,
             backlog: WriteBacklog::default(),
         })
     }
@@ -64,12 +107,19 @@ impl Connection {
         self.backlog.len()
     }
 
+    /// Frames read and not yet received (read by a mesh before it was removed).
+    pub fn unreceived(&self) -> usize {
+        self.pending_frames
+    }
+
+    /// The stream, for an event loop to register with its poll.
+    pub(crate) fn source(&mut self) -> &mut dyn Stream {
+        &mut *self.stream
+    }
+
     /// Writes one frame, after any unwritten ones, blocking until all are written.
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ConnectionError> {
-        if payload.len() > self.max_frame_size() as usize {
-            return Err(ConnectionError::TooLarge(payload.len()));
-        }
-        self.backlog.push(payload.to_vec());
+        self.queue(payload)?;
         self.blocking(|connection| {
             while !connection.backlog.is_empty() {
                 connection.backlog.write_to(&mut connection.stream)?;
@@ -103,32 +153,86 @@ impl Connection {
         }
     }
 
+    /// Adds a frame to the write backlog (the first half of a non-blocking send; see
+    /// [`write_some`](Self::write_some)).
+    pub(crate) fn queue(&mut self, payload: &[u8]) -> Result<(), ConnectionError> {
+        if payload.len() > self.max_frame_size() as usize {
+            return Err(ConnectionError::TooLarge(payload.len()));
+        }
+        self.backlog.push(payload.to_vec());
+        Ok(())
+    }
+
+    /// One vectored write of the backlog's first frames; returns the bytes written.
+    pub(crate) fn write_backlog(&mut self) -> io::Result<usize> {
+        self.backlog.write_to(&mut self.stream)
+    }
+
+    /// Writes the backlog without blocking: `Ok(true)` once it is all written, `Ok(false)`
+    /// if the socket would block first.
+    pub(crate) fn write_some(&mut self) -> io::Result<bool> {
+        while !self.backlog.is_empty() {
+            match self.backlog.write_to(&mut self.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next frame without blocking: a pending one, or one read now (never reading past
+    /// its end); `Ok(None)` if it has not arrived whole yet (its bytes are kept).
+    pub(crate) fn try_recv(&mut self) -> Result<Option<Vec<u8>>, ConnectionError> {
+        let mut buf = Vec::new();
+        match self.read_frame(&mut buf) {
+            Ok(frame) => Ok(Some(frame)),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(err) => Err(self.recv_error(err)),
+        }
+    }
+
+    /// Reads one frame, never past its end; `WouldBlock` (or a timeout) if the stream runs
+    /// dry first.
+    fn read_frame(&mut self, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+        if let Some(frame) = self.pop_pending() {
+            return Ok(frame);
+        }
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut &[][..]).map_err(protocol)? {
+                return Ok(frame);
+            }
+            buf.resize(self.decoder.wanted().min(READ_CHUNK), 0);
+            let n = match self.stream.read(buf) {
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+            }
+            let mut input = &buf[..n];
+            if let Some(frame) = self.decoder.decode(&mut input).map_err(protocol)? {
+                debug_assert!(input.is_empty(), "reads stop at the end of a frame");
+                return Ok(frame);
+            }
+        }
+    }
+
     fn recv_with_timeout(&mut self, timeout: Option<Duration>) -> Result<Vec<u8>, ConnectionError> {
         let mut buf = Vec::new();
         let result = self.blocking(|connection| {
             connection.stream.set_read_timeout(timeout)?;
-            loop {
-                if let Some(frame) = connection.decoder.decode(&mut &[][..]).map_err(protocol)? {
-                    return Ok(frame);
-                }
-                buf.resize(connection.decoder.wanted().min(64 * 1024), 0);
-                let n = match connection.stream.read(&mut buf) {
-                    Ok(n) => n,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => return Err(err),
-                };
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-                }
-                let mut input = &buf[..n];
-                if let Some(frame) = connection.decoder.decode(&mut input).map_err(protocol)? {
-                    debug_assert!(input.is_empty(), "reads stop at the end of a frame");
-                    return Ok(frame);
-                }
-            }
+            connection.read_frame(&mut buf)
         });
         let _ = self.stream.set_read_timeout(None);
-        result.map_err(|err| match err.kind() {
+        result.map_err(|err| self.recv_error(err))
+    }
+
+    fn recv_error(&self, err: io::Error) -> ConnectionError {
+        match err.kind() {
             io::ErrorKind::UnexpectedEof => ConnectionError::Closed {
                 buffered: self.decoder.buffered(),
             },
@@ -141,7 +245,7 @@ impl Connection {
                 None => ConnectionError::Io(io::ErrorKind::InvalidData.into()),
             },
             _ => ConnectionError::Io(err),
-        })
+        }
     }
 
     /// Runs `f` with the stream in blocking mode, and puts it back in non-blocking mode.
@@ -153,10 +257,134 @@ impl Connection {
         restored?;
         Ok(value)
     }
+
+    /// The oldest pending frame, if any.
+    fn pop_pending(&mut self) -> Option<Vec<u8>> {
+        let front = self.pending.front_mut()?;
+        let one = match front.len() {
+            1 => self.pending.pop_front().expect("a front"),
+            _ => front.split_to(1),
+        };
+        self.pending_frames -= 1;
+        let mut out = Vec::with_capacity(1);
+        one.into_payloads(&mut out);
+        out.pop()
+    }
+
+    /// Frames read and not yet taken by [`take_pending`](Self::take_pending).
+    pub(crate) fn pending_frames(&self) -> usize {
+        self.pending_frames
+    }
+
+    /// Takes up to `max` pending frames (at least one, if any are pending), oldest first,
+    /// splitting a run if need be.
+    pub(crate) fn take_pending(&mut self, max: usize) -> Option<Decoded> {
+        let front = self.pending.front_mut()?;
+        let taken = match front.len() <= max.max(1) {
+            true => self.pending.pop_front().expect("a front"),
+            false => front.split_to(max.max(1)),
+        };
+        self.pending_frames -= taken.len();
+        Some(taken)
+    }
+
+    fn push_pending(&mut self, decoded: Decoded) {
+        self.pending_frames += decoded.len();
+        self.pending.push_back(decoded);
+    }
+
+    /// Reads once from the stream (at most [`READ_CHUNK`] bytes) and appends every frame the
+    /// bytes complete to the pending frames, in order. Retries an interrupted read.
+    pub(crate) fn read_once(&mut self, scratch: &mut [u8]) -> Step {
+        loop {
+            let decoder = &mut self.decoder;
+            if decoder.payload_remaining() >= DIRECT_READ {
+                // A large payload in progress: read it straight into its own buffer.
+                let stream = &mut self.stream;
+                match decoder.fill_payload(READ_CHUNK, |payload, window| {
+                    stream.read_append(payload, window)
+                }) {
+                    Ok((0, _)) => {
+                        return Step::End(DisconnectReason::EofMidFrame {
+                            buffered: self.decoder.buffered(),
+                        })
+                    }
+                    Ok((n, frame)) => {
+                        if let Some(payload) = frame {
+                            self.large_frames = true;
+                            self.push_pending(Decoded::Frame(payload));
+                        }
+                        return Step::Read(n);
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Step::WouldBlock,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Step::End(DisconnectReason::Io(err)),
+                }
+            }
+            let limit = match self.large_frames {
+                true => decoder.wanted(),
+                false => READ_CHUNK,
+            }
+            .min(scratch.len());
+            let n = match self.stream.read(&mut scratch[..limit]) {
+                Ok(0) => {
+                    return Step::End(match self.decoder.buffered() {
+                        0 => DisconnectReason::Eof,
+                        buffered => DisconnectReason::EofMidFrame { buffered },
+                    })
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Step::WouldBlock,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Step::End(DisconnectReason::Io(err)),
+            };
+            let mut input = &scratch[..n];
+            loop {
+                if let Some(frames) = self.decoder.decode_run(&mut input, RUN_PAYLOAD_LIMIT) {
+                    self.large_frames = false;
+                    self.push_pending(Decoded::Run(frames));
+                }
+                match self.decoder.decode(&mut input) {
+                    Ok(Some(payload)) => {
+                        self.large_frames = payload.len() >= DIRECT_READ;
+                        self.push_pending(Decoded::Frame(payload));
+                    }
+                    Ok(None) => return Step::Read(n),
+                    Err(err) => return Step::End(DisconnectReason::Protocol(err)),
+                }
+            }
+        }
+    }
 }
 
-fn protocol(err: crate::codec::FrameError) -> io::Error {
+fn protocol(err: FrameError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
+}
+/// What an outgoing queue and a connection's write backlog hold.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// One payload; its header is made on the way out.
+    Payload(Vec<u8>),
+    /// Frames already encoded, written as they are.
+    Encoded(EncodedFrames),
+}
+
+impl Chunk {
+    /// The frames it holds.
+    pub(crate) fn frames(&self) -> usize {
+        match self {
+            Chunk::Payload(_) => 1,
+            Chunk::Encoded(frames) => frames.len(),
+        }
+    }
+
+    /// Its bytes on the wire, headers included.
+    pub(crate) fn wire_len(&self) -> usize {
+        match self {
+            Chunk::Payload(payload) => HEADER_LEN + payload.len(),
+            Chunk::Encoded(frames) => frames.as_bytes().len(),
+        }
+    }
 }
 
 /// Frames taken for writing but not yet fully written, oldest first.
@@ -191,17 +419,6 @@ impl WriteBacklog {
         self.bytes += chunk.wire_len();
         self.frames += chunk.frames();
         self.chunks.push_back(chunk);
-    }
-
-    /// Puts what a direct write left unwritten, `written` bytes of it gone, in front of
-    /// the chunks taken so far (none of which has been written yet).
-    pub(crate) fn push_front_resumed(&mut self, chunk: Chunk, written: usize) {
-        debug_assert!(self.chunks.is_empty() || self.written == 0);
-        debug_assert!(written < chunk.wire_len());
-        self.bytes += chunk.wire_len() - written;
-        self.frames += chunk.frames();
-        self.written = written;
-        self.chunks.push_front(chunk);
     }
 
     /// Frames not fully written.

@@ -1,28 +1,33 @@
-//! Transports: how connections are made. The reactor sees only [`Connection`]s, so new
+//! Transports: how connections are made. Everything above sees only [`Connection`]s, so new
 //! transports (TLS, Unix sockets, in-process) add a [`Stream`] and a [`Transport`]
-//! without touching it.
+//! without touching the reactor.
 //!
 //! # Contract
 //!
 //! - A [`Stream`] is a byte stream that mio can poll. Inside a mesh it is non-blocking and
 //!   registered edge-triggered for reading and writing; its reads and writes are retried
 //!   until `WouldBlock`.
-//! - A [`Connection`] is a stream plus its framing state: the partial frame it is reading
-//!   and the frames it has not finished writing. That state travels with it into a mesh and
-//!   back out of [`Mesh::remove`](crate::Mesh::remove), so no byte is lost or repeated.
+//! - A [`Connection`] is a stream plus its framing state: the partial frame it is reading,
+//!   the frames it has read that nobody has received, and the frames it has not finished
+//!   writing. That state travels with it into a mesh and back out of
+//!   [`Mesh::remove`](crate::Mesh::remove), so no byte is lost or repeated.
+//! - Making a connection never needs a thread: [`Transport::start_connect`] gives a
+//!   [`Connecting`] that an event loop drives, and a [`Listener`] accepts without blocking
+//!   when it is readable. The blocking [`Transport::connect`] and [`Listener::accept`] are
+//!   for programs without an event loop.
 //! - Endpoints are strings. The TCP transport takes `host:port` and `tcp://host:port`,
 //!   and names its endpoints `tcp://ip:port`.
 
 pub(crate) mod connection;
+pub mod error;
 mod tcp;
 
 use std::time::Duration;
 use std::{fmt, io};
 
-pub use connection::Connection;
-pub use tcp::{TcpListener, TcpTransport};
-
-use crate::error::{AcceptError, ConnectError, ListenError};
+pub use connection::{Connection, DIRECT_READ, RUN_PAYLOAD_LIMIT};
+pub use error::{AcceptError, ConnectError, ConnectionError, DisconnectReason, ListenError};
+pub use tcp::{TcpConnecting, TcpListener, TcpTransport};
 
 /// A byte stream a [`Connection`] runs over.
 pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug {
@@ -46,27 +51,28 @@ pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug 
         buf.truncate(have + *read.as_ref().unwrap_or(&0));
         read
     }
-
-    /// The socket under the stream, if a `send` on it is the same as a write to the
-    /// stream (plain TCP; not TLS, whose bytes must go through its session). A mesh then
-    /// lets a sender write to it directly while the reactor has nothing to write for the
-    /// connection ([`Mesh::write`](crate::Mesh::write)); never at the same time as the
-    /// reactor, and never after the stream is closed. The default, `None`, sends every
-    /// write through the stream on the reactor thread.
-    #[cfg(unix)]
-    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
-        None
-    }
 }
 
 /// A way of making connections.
 pub trait Transport: Send + Sync + fmt::Debug {
     /// True if this transport can connect to or listen on `address`.
     fn accepts(&self, address: &str) -> bool;
-    /// Connects to `endpoint`.
+    /// Connects to `endpoint`, blocking until the connection is made.
     fn connect(&self, endpoint: &str) -> Result<Connection, ConnectError>;
+    /// Starts connecting to `endpoint` without blocking (but for resolving a host name:
+    /// give an address to avoid that); an event loop finishes it ([`Connecting`]).
+    fn start_connect(&self, endpoint: &str) -> Result<Box<dyn Connecting>, ConnectError>;
     /// Listens on `bind`.
     fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError>;
+}
+
+/// A connection being made. An event loop registers it for reading and writing (it is a
+/// mio `Source`) and calls [`advance`](Connecting::advance) whenever it is ready, until
+/// that returns the connection or the error.
+pub trait Connecting: mio::event::Source + Send + fmt::Debug {
+    /// Takes the attempt as far as it can go without blocking: `None` while it must wait
+    /// for the next readiness event, then, once, the outcome.
+    fn advance(&mut self) -> Option<Result<Connection, ConnectError>>;
 }
 
 /// A source of incoming connections. It can be polled (it is a mio `Source`, readable
@@ -74,7 +80,8 @@ pub trait Transport: Send + Sync + fmt::Debug {
 pub trait Listener: mio::event::Source + Send + fmt::Debug {
     /// Waits for the next connection.
     fn accept(&mut self) -> Result<Connection, AcceptError>;
-    /// The next connection if one is waiting, without blocking.
+    /// The next connection if one is waiting, without blocking. An error that concerns
+    /// only the would-be connection (it was reset before it was accepted) is skipped.
     fn try_accept(&mut self) -> Result<Option<Connection>, AcceptError>;
     /// The endpoint peers connect to, with the port actually bound.
     fn endpoint(&self) -> String;

@@ -8,9 +8,9 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
 
-use super::{Connection, Listener, Stream, Transport};
+use super::error::{AcceptError, ConnectError, ListenError};
+use super::{Connecting, Connection, Listener, Stream, Transport};
 use crate::codec::DEFAULT_MAX_FRAME_SIZE;
-use crate::error::{AcceptError, ConnectError, ListenError};
 
 const SCHEME: &str = "tcp://";
 
@@ -93,10 +93,13 @@ impl TcpTransport {
     }
 
     fn connection(&self, stream: net::TcpStream) -> io::Result<Connection> {
-        stream.set_nodelay(self.no_delay)?;
         stream.set_nonblocking(true)?;
-        let stream = TcpStream::new(mio::net::TcpStream::from_std(stream))?;
-        Connection::new(Box::new(stream), self.max_frame_size)
+        self.mio_connection(mio::net::TcpStream::from_std(stream))
+    }
+
+    fn mio_connection(&self, stream: mio::net::TcpStream) -> io::Result<Connection> {
+        stream.set_nodelay(self.no_delay)?;
+        Connection::new(Box::new(TcpStream::new(stream)?), self.max_frame_size)
     }
 }
 
@@ -112,10 +115,29 @@ impl Transport for TcpTransport {
         self.connection(stream).map_err(ConnectError::Io)
     }
 
+    fn start_connect(&self, endpoint: &str) -> Result<Box<dyn Connecting>, ConnectError> {
+        let address = host_and_port(endpoint)
+            .ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
+        let address = std::net::ToSocketAddrs::to_socket_addrs(address)
+            .map_err(ConnectError::Io)?
+            .next()
+            .ok_or_else(|| {
+                ConnectError::Io(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{endpoint:?} resolves to no address"),
+                ))
+            })?;
+        let stream = mio::net::TcpStream::connect(address).map_err(ConnectError::Io)?;
+        Ok(Box::new(TcpConnecting {
+            stream: Some(stream),
+            transport: self.clone(),
+        }))
+    }
+
     fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError> {
         let address =
             host_and_port(bind).ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
-        let listener = net::TcpListener::bind(address).map_err(ListenError::Io)?;
+        let listener = net::TcpListener::bind(address).map_err(ListenError::from_io)?;
         listener.set_nonblocking(true).map_err(ListenError::Io)?;
         let listener = mio::net::TcpListener::from_std(listener);
         let endpoint = endpoint(listener.local_addr().map_err(ListenError::Io)?);
@@ -124,6 +146,74 @@ impl Transport for TcpTransport {
             endpoint,
             transport: self.clone(),
         }))
+    }
+}
+
+/// A TCP connection being made without blocking (see [`Connecting`]).
+#[derive(Debug)]
+pub struct TcpConnecting {
+    /// `None` once the outcome has been given.
+    stream: Option<mio::net::TcpStream>,
+    transport: TcpTransport,
+}
+
+impl Connecting for TcpConnecting {
+    fn advance(&mut self) -> Option<Result<Connection, ConnectError>> {
+        let stream = self.stream.as_ref()?;
+        // As mio documents it: an error taken from the socket is the attempt's failure;
+        // a peer address means it is connected; `NotConnected` means not yet.
+        if let Ok(Some(err)) | Err(err) = stream.take_error() {
+            self.stream = None;
+            return Some(Err(ConnectError::Io(err)));
+        }
+        match stream.peer_addr() {
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => return None,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return None,
+            Err(err) => {
+                self.stream = None;
+                return Some(Err(ConnectError::Io(err)));
+            }
+        }
+        let stream = self.stream.take().expect("checked above");
+        Some(
+            self.transport
+                .mio_connection(stream)
+                .map_err(ConnectError::Io),
+        )
+    }
+}
+
+impl Source for TcpConnecting {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match &mut self.stream {
+            Some(stream) => stream.register(registry, token, interests),
+            None => Ok(()),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match &mut self.stream {
+            Some(stream) => stream.reregister(registry, token, interests),
+            None => Ok(()),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match &mut self.stream {
+            Some(stream) => stream.deregister(registry),
+            None => Ok(()),
+        }
     }
 }
 
@@ -236,12 +326,6 @@ impl Stream for TcpStream {
         // many bytes the kernel wrote), which start at `buf.len()`.
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)
-    }
-
-    #[cfg(unix)]
-    fn raw_socket(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        Some(self.stream.as_raw_fd())
     }
 }
 

@@ -1,0 +1,190 @@
+//! The errors of making connections and of one connection's own traffic.
+//!
+//! They sit at the transport layer, below the queues and the mesh, so that nothing here
+//! names what is above; [`crate::error`] re-exports them beside the mesh's own errors.
+
+use std::{fmt, io};
+
+use crate::codec::FrameError;
+
+/// Why a transport could not listen.
+#[derive(Debug)]
+pub enum ListenError {
+    /// The bind address is not one this transport accepts.
+    InvalidEndpoint(String),
+    /// Something else listens on the address already.
+    AddressInUse(io::Error),
+    /// The operating system refused (permission, no such address, …).
+    Io(io::Error),
+}
+
+impl ListenError {
+    /// `AddressInUse` for that error of the system, `Io` for any other.
+    pub fn from_io(err: io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::AddrInUse => ListenError::AddressInUse(err),
+            _ => ListenError::Io(err),
+        }
+    }
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::InvalidEndpoint(bind) => write!(f, "not a valid bind address: {bind:?}"),
+            ListenError::AddressInUse(err) => write!(f, "the address is in use: {err}"),
+            ListenError::Io(err) => write!(f, "could not listen: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ListenError::Io(err) | ListenError::AddressInUse(err) => Some(err),
+            ListenError::InvalidEndpoint(_) => None,
+        }
+    }
+}
+
+/// Why a transport could not connect.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The endpoint is not one this transport accepts.
+    InvalidEndpoint(String),
+    /// The connection failed (refused, unreachable, name not resolved).
+    Io(io::Error),
+    /// The deadline passed before the connection was made.
+    Timeout,
+    /// The attempt was cancelled.
+    Aborted,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::InvalidEndpoint(endpoint) => {
+                write!(f, "not a valid endpoint: {endpoint:?}")
+            }
+            ConnectError::Io(err) => write!(f, "could not connect: {err}"),
+            ConnectError::Timeout => f.write_str("timed out connecting"),
+            ConnectError::Aborted => f.write_str("the connection attempt was aborted"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// Why a listener could not accept.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// The operating system refused (for example, too many open files).
+    Io(io::Error),
+    /// The deadline passed before a connection arrived.
+    Timeout,
+    /// The accept was cancelled.
+    Aborted,
+    /// The listener was closed.
+    Closed,
+}
+
+impl fmt::Display for AcceptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcceptError::Io(err) => write!(f, "could not accept: {err}"),
+            AcceptError::Timeout => f.write_str("timed out waiting for a connection"),
+            AcceptError::Aborted => f.write_str("the accept was aborted"),
+            AcceptError::Closed => f.write_str("the listener was closed"),
+        }
+    }
+}
+
+impl std::error::Error for AcceptError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AcceptError::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// Why a [`Connection`](super::Connection)'s own `send` or `recv` (before it joins a mesh)
+/// failed.
+#[derive(Debug)]
+pub enum ConnectionError {
+    /// The peer closed the connection (`buffered` bytes of an unfinished frame arrived).
+    Closed {
+        /// Bytes of a frame that had begun to arrive; 0 if the peer closed between frames.
+        buffered: usize,
+    },
+    /// The peer broke the framing; the connection is unusable.
+    Protocol(FrameError),
+    /// The deadline passed before the operation finished (what had arrived is kept).
+    TimedOut,
+    /// The operation was cancelled (and the connection closed).
+    Aborted,
+    /// The payload is longer than the connection's maximum frame size.
+    TooLarge(usize),
+    /// Any other failure of the socket.
+    Io(io::Error),
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionError::Closed { buffered: 0 } => f.write_str("the peer closed the connection"),
+            ConnectionError::Closed { buffered } => write!(
+                f,
+                "the peer closed the connection in the middle of a frame ({buffered} bytes of it arrived)"
+            ),
+            ConnectionError::Protocol(err) => write!(f, "protocol error: {err}"),
+            ConnectionError::TimedOut => f.write_str("timed out"),
+            ConnectionError::Aborted => f.write_str("the operation was aborted"),
+            ConnectionError::TooLarge(len) => write!(
+                f,
+                "a payload of {len} bytes exceeds the connection's maximum frame size"
+            ),
+            ConnectionError::Io(err) => write!(f, "connection error: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+/// Why a connection's stream ended: the reason a mesh gives when it removes a connection by
+/// itself (see [`Disconnect`](crate::Disconnect)).
+#[derive(Debug)]
+pub enum DisconnectReason {
+    /// The peer closed the connection between frames.
+    Eof,
+    /// The peer closed the connection in the middle of a frame.
+    EofMidFrame {
+        /// Bytes of the unfinished frame that had arrived.
+        buffered: usize,
+    },
+    /// The peer broke the framing (for example, a header over the maximum frame size).
+    Protocol(FrameError),
+    /// The socket failed (reset by the peer, broken pipe, …).
+    Io(io::Error),
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::Eof => f.write_str("the peer closed the connection"),
+            DisconnectReason::EofMidFrame { buffered } => write!(
+                f,
+                "the peer closed the connection in the middle of a frame ({buffered} bytes of it arrived)"
+            ),
+            DisconnectReason::Protocol(err) => write!(f, "protocol error: {err}"),
+            DisconnectReason::Io(err) => write!(f, "connection error: {err}"),
+        }
+    }
+}

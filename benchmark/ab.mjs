@@ -1,55 +1,53 @@
-// Same-session A/B of builds of the addon: runs the wiremesh stream peers of run.mjs (one
-// receiving and one sending process over loopback) with each build in turn, alternating
-// run by run so both see the same machine, and prints medians. This is how an optimisation
-// is proved against the build before it (README, Performance):
+// Same-session A/B of builds: runs the wiremesh stream (or ping-pong) peers of run.mjs, one
+// receiving and one sending process over loopback, with each checkout's own build in turn,
+// alternating run by run so both see the same machine, and prints medians. This is how a
+// change is proved against the build before it (benchmark/README.md):
 //
-//   cp wiremesh.linux-x64-gnu.node /tmp/after.node
-//   git checkout <commit before> && npm run build && cp wiremesh.linux-x64-gnu.node /tmp/before.node
-//   git checkout main && npm run build
-//   node benchmark/ab.mjs /tmp/before.node /tmp/after.node [--size=64] [--conns=1]
-//        [--count=2000000] [--runs=8] [--pingpong]
+//   git worktree add /tmp/before <commit before> && (cd /tmp/before && npm install && npm run build)
+//   npm run build
+//   node benchmark/ab.mjs /tmp/before . [--size=64] [--conns=1] [--count=2000000] [--runs=8]
+//        [--pingpong] [--profile=DIR]
 //
-// `--pingpong` runs the ping-pong scenario instead (one connection, 64 B, `--count` round
-// trips, default 20000) and prints round trips per second and p50/p99 latency.
-//
-// Each build is copied over the package's binary for its runs; the binary is put back at
-// the end. Only the addon changes between builds: index.js is the one in the checkout.
+// Each argument is a package directory with its addon built and its TypeScript compiled
+// (`npm run build`); its own `benchmark/peers/wiremesh.mjs` runs, so the builds may differ
+// in their native interface. `--pingpong` runs the ping-pong scenario instead (one
+// connection, 64 B, `--count` round trips, default 20000) and prints round trips per
+// second and p50/p99 latency.
 
 import { spawn } from 'node:child_process'
-import { copyFileSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
 
-const here = path.dirname(fileURLToPath(import.meta.url))
-const root = path.dirname(here)
 const argv = process.argv.slice(2)
 const option = (name, fallback) =>
   Number(argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback)
-const builds = argv.filter((arg) => !arg.startsWith('--'))
+const builds = argv.filter((arg) => !arg.startsWith('--')).map((dir) => path.resolve(dir))
 const pingpong = argv.includes('--pingpong')
 const size = option('size', 64)
 const conns = pingpong ? 1 : option('conns', 1)
 const count = option('count', pingpong ? 20_000 : 2_000_000)
 const runs = option('runs', 8)
+// --profile=DIR: every peer writes a V8 CPU profile there (node --cpu-prof).
+const profile = argv.find((arg) => arg.startsWith('--profile='))?.slice('--profile='.length)
+const nodeArgs = profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profile)}`]
 if (builds.length < 2) {
   console.error(
-    'usage: node benchmark/ab.mjs <build.node> <build.node>... [--size=] [--conns=] [--count=] [--runs=] [--pingpong]',
+    'usage: node benchmark/ab.mjs <checkout> <checkout>... [--size=] [--conns=] [--count=] [--runs=] [--pingpong]',
   )
   process.exit(2)
 }
-const binary = readdirSync(root).find((name) => /^wiremesh\..*\.node$/.test(name))
-if (binary === undefined) {
-  console.error('no built addon in the package root: run `npm run build` first')
-  process.exit(2)
+for (const build of builds) {
+  if (!existsSync(path.join(build, 'index.js')) || !existsSync(path.join(build, 'benchmark/peers/wiremesh.mjs'))) {
+    console.error(`${build}: not a built checkout (run \`npm run build\` there first)`)
+    process.exit(2)
+  }
 }
-const installed = path.join(root, binary)
-const saved = `${installed}.ab-saved`
-copyFileSync(installed, saved)
 
-/** Starts a peer; `next(event)` resolves with its next JSON line of that event. */
-function peer(config) {
-  const child = spawn(process.execPath, [path.join(here, 'peers', 'wiremesh.mjs'), JSON.stringify(config)], {
+/** Starts a peer of `build`; `next(event)` resolves with its next JSON line of that event. */
+function peer(build, config) {
+  const script = path.join(build, 'benchmark/peers/wiremesh.mjs')
+  const child = spawn(process.execPath, [...nodeArgs, script, JSON.stringify(config)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   const events = []
@@ -74,11 +72,11 @@ function peer(config) {
 
 const cpu = (result) => (result.cpu.user + result.cpu.system) / 1e6
 
-async function once() {
+async function once(build) {
   const base = { scenario: pingpong ? 'pingpong' : 'stream', conns, size, count, timeout: 60 }
-  const recv = peer({ ...base, role: 'recv', listen: true })
+  const recv = peer(build, { ...base, role: 'recv', listen: true })
   const { port } = await recv.next('listening')
-  const send = peer({ ...base, role: 'send', port })
+  const send = peer(build, { ...base, role: 'send', port })
   await Promise.all([recv.next('ready'), send.next('ready')])
   send.stdin.write('go\n')
   const done = await send.next('done')
@@ -100,16 +98,8 @@ const median = (values) => {
 }
 
 const results = new Map(builds.map((build) => [build, []]))
-try {
-  for (let run = 0; run < runs; run++) {
-    for (const build of builds) {
-      copyFileSync(build, installed)
-      results.get(build).push(await once())
-    }
-  }
-} finally {
-  copyFileSync(saved, installed)
-  rmSync(saved)
+for (let run = 0; run < runs; run++) {
+  for (const build of builds) results.get(build).push(await once(build))
 }
 const what = pingpong ? `ping-pong ${size} B, ${count} round trips` : `stream ${size} B x${conns}, ${count} messages`
 console.log(`${what}, ${runs} alternating runs per build; medians`)

@@ -117,7 +117,11 @@ Object.defineProperty(PayloadView.prototype, 'constructor', {
   configurable: true,
 })
 
-/** A received payload: bytes `start..end` of `buffer`, as a `Buffer` view. */
-export function payloadView(buffer: Uint8Array, start: number, end: number): Buffer {
-  return new PayloadView(buffer.buffer as ArrayBuffer, buffer.byteOffset + start, end - start) as Buffer
+/**
+ * A received payload: `length` bytes of `memory` from `offset`, as a `Buffer` view. (The
+ * caller reads a batch buffer's `buffer` and `byteOffset` once, not once per payload: they
+ * are getters implemented in C++.)
+ */
+export function payloadView(memory: ArrayBuffer, offset: number, length: number): Buffer {
+  return new PayloadView(memory, offset, length) as Buffer
 }

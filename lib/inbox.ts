@@ -44,6 +44,8 @@ export interface RecvWaiter {
   timer?: ReturnType<typeof setTimeout>
 }
 
+const EMPTY_MEMORY = new ArrayBuffer(0)
+
 /** What a batch's take says when it hands nothing over. */
 export const ARMED = 0
 export const STOPPED = 1
@@ -167,7 +169,8 @@ export class Inbox {
     }
     const ready = this.#ready
     let index = -1
-    let buffer: Uint8Array | undefined
+    let memory = EMPTY_MEMORY
+    let base = 0
     for (let i = 1, end = 1 + 4 * meta[0]; i < end; i += 4) {
       const of = meta[i + 1]
       if (of === -1) {
@@ -176,9 +179,12 @@ export class Inbox {
       }
       if (of !== index) {
         index = of
-        buffer = handed[of] as Uint8Array
+        const buffer = handed[of] as Uint8Array
+        memory = buffer.buffer as ArrayBuffer
+        base = buffer.byteOffset
       }
-      ready.push(trustedEnvelope(meta[i], payloadView(buffer as Uint8Array, meta[i + 2], meta[i + 3])))
+      const start = meta[i + 2]
+      ready.push(trustedEnvelope(meta[i], payloadView(memory, base + start, meta[i + 3] - start)))
     }
     return undefined
   }

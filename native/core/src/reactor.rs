@@ -16,7 +16,8 @@
 //!   empty or a write says `WouldBlock`. Nothing ever sleeps or blocks inside the loop: a
 //!   partial frame stays in its connection's decoder.
 //! - **Fair to every connection, in frames and bytes.** The read list is served round
-//!   robin. A visit delivers at most [`QUANTUM`] frames of the connection's pending frames,
+//!   robin. While others wait on the list, a visit delivers at most [`QUANTUM`] frames of
+//!   the connection's pending frames,
 //!   and reads the socket (one read of at most 64 KiB) only once its pending frames are
 //!   all delivered; then the connection goes to the back of the list. So a peer flooding
 //!   tiny frames gets a quantum per round like everyone else, and what it sends beyond
@@ -386,7 +387,11 @@ impl Reactor {
                 continue;
             };
             conn.read_listed = false;
-            let mut quantum = QUANTUM;
+            // The quantum keeps the others' turn; alone, a connection takes what fits.
+            let mut quantum = match self.read_list.is_empty() {
+                true => usize::MAX,
+                false => QUANTUM,
+            };
             quantum -= deliver(&self.inlet, &mut self.pushed, id, conn, quantum);
             let mut ended = None;
             if conn.connection.pending_frames() == 0 && conn.readable && conn.closing.is_none() {

@@ -33,7 +33,8 @@ const lobby = {
     }
   },
 }
-onWake(native.lobbyKey(), lobby)
+// Kept by the waker: this module's `lobby` is referenced by nothing once it has loaded.
+onWake(native.lobbyKey(), lobby, true)
 
 /**
  * Waits for operation `id` to end; `settle` turns its completion into the promise's value

@@ -22,9 +22,19 @@ export interface Wakeable {
 const wakeables = new Map<number, WeakRef<Wakeable>>()
 const keys = new Uint32Array(256)
 
-/** Serves `wakeable` whenever `key` is woken, until {@link forget}. */
-export function onWake(key: number, wakeable: Wakeable): void {
+/**
+ * What is served for the environment's whole life (the lobby), held strongly: nothing else
+ * may hold it, and a collected wakeable would lose every wake of its key.
+ */
+const kept = new Set<Wakeable>()
+
+/**
+ * Serves `wakeable` whenever `key` is woken, until {@link forget}. It is held weakly unless
+ * `keep` is true (then it is served for the environment's whole life).
+ */
+export function onWake(key: number, wakeable: Wakeable, keep = false): void {
   wakeables.set(key, new WeakRef(wakeable))
+  if (keep) kept.add(wakeable)
 }
 
 /** Stops serving `key`. */

@@ -19,8 +19,7 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use wiremesh_core::codec::EncodedFrames;
-use wiremesh_core::{Envelope, Mesh, Notified, Removal, SendEncodedError, SendError};
+use wiremesh_core::{BatchError, Mesh, Notified, Removal, SendError};
 
 use crate::env;
 use crate::handover::{hand_over, meta_room, DisconnectNotice, Handed};
@@ -194,19 +193,22 @@ impl NativeRemoval {
     }
 }
 
-/// Queues a copy of one (large) payload for connection `id`.
+/// Sends one (large) payload to connection `id`: written from the JavaScript buffer when
+/// the reactor sleeps and the connection is idle, else copied and queued
+/// (`Mesh::send_from`).
 #[napi(ts_args_type = "hot: ExternalObject<'HotMesh'>, id: number, payload: Buffer")]
 pub fn mesh_send(hot: &External<HotMesh>, id: f64, payload: BufferSlice) -> SendStatus {
-    send_status(hot.mesh.send(Envelope::new(id as usize, payload.to_vec())))
+    send_status(hot.mesh.send_from(id as usize, &payload))
 }
 
-/// Queues many frames for many connections with one copy: `bytes[..len]` holds whole
-/// frames (header and payload each), cut into runs by `runs`, `count` pairs of (connection
-/// id, end offset of its run); run `i` starts where run `i - 1` ends. Each run is queued
-/// all or none (`Mesh::send_encoded`). Returns `null` if every run was queued, else
-/// (run index, [`SendStatus`]) pairs for those that were not; their frames were not
-/// queued. Throws only if the bytes are not the frames the package encodes (a bug there),
-/// before queuing anything.
+/// Sends many frames to many connections: `bytes[..len]` holds whole frames (header and
+/// payload each), cut into runs by `runs`, `count` pairs of (connection id, end offset of
+/// its run); run `i` starts where run `i - 1` ends. Each run is sent all or none
+/// (`Mesh::send_batch`: written from `bytes` when the reactor sleeps, else copied once and
+/// queued). Returns `null` if every run was accepted, else (run index, [`SendStatus`])
+/// pairs for those that were not. Throws if the runs are out of the bytes' bounds (having
+/// sent nothing) or a run is not whole frames (the runs before it were sent): either is a
+/// bug in the package, whose outbox writes whole frames.
 #[napi(
     ts_args_type = "hot: ExternalObject<'HotMesh'>, bytes: Buffer, len: number, runs: Float64Array, count: number"
 )]
@@ -224,8 +226,7 @@ pub fn mesh_send_encoded(
             "a batch out of its buffers' bounds",
         ));
     }
-    let buf: Arc<[u8]> = Arc::from(&bytes[..len]);
-    let mut encoded = Vec::with_capacity(count);
+    let mut cut = Vec::with_capacity(count);
     let mut start = 0;
     for pair in runs[..2 * count].chunks_exact(2) {
         let end = pair[1] as usize;
@@ -235,34 +236,30 @@ pub fn mesh_send_encoded(
                 "a run out of the batch's bounds",
             ));
         }
-        let frames = EncodedFrames::new(buf.clone(), start..end)
-            .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?;
-        encoded.push((pair[0] as usize, frames));
+        cut.push((pair[0] as usize, start..end));
         start = end;
     }
     if start != len {
         return Err(Error::new(Status::InvalidArg, "bytes after the last run"));
     }
-    let mut refused = Vec::new();
-    for (index, (id, frames)) in encoded.into_iter().enumerate() {
-        let status = match hot.mesh.send_encoded(id, frames) {
-            Ok(()) => continue,
-            Err(err) => encoded_status(err),
+    let refused = hot.mesh.send_batch(&bytes[..len], cut);
+    if refused.is_empty() {
+        return Ok(None);
+    }
+    let mut pairs = Vec::with_capacity(2 * refused.len());
+    for (index, why) in refused {
+        let status = match why {
+            BatchError::NotFound => SendStatus::NotFound,
+            BatchError::Full => SendStatus::Full,
+            BatchError::Disconnected => SendStatus::Disconnected,
+            BatchError::TooLarge => SendStatus::TooLarge,
+            BatchError::Malformed(err) => {
+                return Err(Error::new(Status::InvalidArg, err.to_string()));
+            }
         };
-        refused.extend([index as f64, status as i32 as f64]);
+        pairs.extend([index as f64, status as i32 as f64]);
     }
-    Ok((!refused.is_empty()).then_some(refused))
-}
-
-fn encoded_status(err: SendEncodedError) -> SendStatus {
-    match err {
-        SendEncodedError::NotFound(_) => SendStatus::NotFound,
-        SendEncodedError::Full(_) => SendStatus::Full,
-        SendEncodedError::Disconnected(_) => SendStatus::Disconnected,
-        SendEncodedError::TooLarge(_) => SendStatus::TooLarge,
-        // Queued; the reactor could not be woken (it has stopped).
-        SendEncodedError::Io(_) => SendStatus::IoError,
-    }
+    Ok(Some(pairs))
 }
 
 /// How many frames connection `id` can take now (0 or more), or minus a [`SendStatus`]:

@@ -379,7 +379,7 @@ impl fmt::Display for MalformedFrames {
 impl std::error::Error for MalformedFrames {}
 
 /// Counts the whole frames of `bytes`: their number and the length of the longest payload.
-fn scan(bytes: &[u8]) -> Result<(usize, usize), MalformedFrames> {
+pub(crate) fn scan(bytes: &[u8]) -> Result<(usize, usize), MalformedFrames> {
     let (mut at, mut count, mut largest) = (0, 0, 0);
     while at < bytes.len() {
         let Some(header) = bytes.get(at..at + HEADER_LEN) else {
@@ -394,6 +394,26 @@ fn scan(bytes: &[u8]) -> Result<(usize, usize), MalformedFrames> {
         largest = largest.max(len);
     }
     Ok((count, largest))
+}
+
+/// The frames of `bytes` (whole frames, already checked) that end after byte `written`,
+/// copied into a run of their own, and how many bytes of the first of them were written:
+/// what is left to send once `written` bytes have gone.
+pub(crate) fn rest_after(bytes: &[u8], written: usize) -> (EncodedFrames, usize) {
+    let mut start = 0;
+    while start < bytes.len() {
+        let header = &bytes[start..start + HEADER_LEN];
+        let end = start
+            + HEADER_LEN
+            + u32::from_be_bytes(header.try_into().expect("four bytes")) as usize;
+        if end > written {
+            break;
+        }
+        start = end;
+    }
+    let rest = &bytes[start..];
+    let frames = EncodedFrames::new(Arc::from(rest), 0..rest.len()).expect("whole frames");
+    (frames, written - start)
 }
 
 /// What a read of a connection yields: a run of small frames sharing one buffer, or one
@@ -468,6 +488,22 @@ impl EncodedFrames {
             count,
             largest,
         })
+    }
+
+    /// The frames in `buf[range]`, already counted by [`scan`].
+    pub(crate) fn checked(
+        buf: Arc<[u8]>,
+        range: Range<usize>,
+        count: usize,
+        largest: usize,
+    ) -> Self {
+        EncodedFrames {
+            start: range.start,
+            end: range.end,
+            buf,
+            count,
+            largest,
+        }
     }
 
     /// A run of no frames.
@@ -872,6 +908,21 @@ mod tests {
         assert_eq!(decoder.decode(&mut &wire[..3]).unwrap(), None);
         let mut rest = &wire[3..];
         assert!(decoder.decode_run(&mut rest, 10).is_none());
+    }
+
+    #[test]
+    fn what_is_left_starts_at_the_first_frame_not_fully_written() {
+        let mut wire = Vec::new();
+        for payload in [&b"abcde"[..], b"", b"fg", b"hij"] {
+            encode_frame(payload, &mut wire).unwrap();
+        }
+        for written in 0..wire.len() {
+            let (rest, skip) = rest_after(&wire, written);
+            let start = wire.len() - rest.as_bytes().len();
+            assert_eq!(rest.as_bytes(), &wire[start..]);
+            assert_eq!(start + skip, written, "resumes exactly at byte {written}");
+            assert!(skip < HEADER_LEN + rest.payloads().next().unwrap().len());
+        }
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl Doorbell {
         self.ring()
     }
 
+    /// Puts a connection on the ready list; the caller rings after (once for many).
+    pub(crate) fn list(&self, id: usize) {
+        self.ready.push(id);
+    }
+
     /// Wakes the reactor unless it is awake already or about to be.
     pub(crate) fn ring(&self) -> io::Result<()> {
         fence(SeqCst);

@@ -14,7 +14,7 @@
 
 use std::{fmt, io};
 
-use crate::codec::EncodedFrames;
+use crate::codec::{EncodedFrames, MalformedFrames};
 use crate::envelope::Envelope;
 use crate::transport::Connection;
 
@@ -164,6 +164,38 @@ impl fmt::Display for SendEncodedError {
 }
 
 impl std::error::Error for SendEncodedError {}
+
+/// Why a run of [`Mesh::send_batch`](crate::Mesh::send_batch) was not sent. Its frames
+/// are still the caller's: they were in the caller's buffer.
+#[derive(Debug)]
+pub enum BatchError {
+    /// The mesh never gave out this id.
+    NotFound,
+    /// The connection's outgoing queue has fewer free places than the run has frames.
+    Full,
+    /// The connection has left the mesh: removed, disconnected, or shut down.
+    Disconnected,
+    /// A payload is longer than the connection's maximum frame size.
+    TooLarge,
+    /// The bytes are not whole frames.
+    Malformed(MalformedFrames),
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::NotFound => f.write_str("no connection ever had this id"),
+            BatchError::Full => f.write_str("the outgoing queue has no room for the run"),
+            BatchError::Disconnected => f.write_str("the connection has left the mesh"),
+            BatchError::TooLarge => {
+                f.write_str("a payload exceeds the connection's maximum frame size")
+            }
+            BatchError::Malformed(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
 
 /// Why a blocking receive returned no envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

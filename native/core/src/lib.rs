@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+mod desk;
 mod doorbell;
 mod envelope;
 pub mod error;
@@ -33,8 +34,9 @@ pub mod transport;
 
 pub use envelope::Envelope;
 pub use error::{
-    AcceptError, AddError, ConnectError, ConnectionError, DisconnectReason, ListenError, RecvError,
-    RecvTimeoutError, RemoveError, SendEncodedError, SendError, TryRecvError,
+    AcceptError, AddError, BatchError, ConnectError, ConnectionError, DisconnectReason,
+    ListenError, RecvError, RecvTimeoutError, RemoveError, SendEncodedError, SendError,
+    TryRecvError,
 };
 pub use incoming::{Delivery, Disconnect, Received};
 pub use lobby::{Lobby, OperationId};

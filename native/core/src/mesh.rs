@@ -41,15 +41,17 @@ use crossbeam_channel::{Receiver, Sender};
 use crossbeam_queue::ArrayQueue;
 use rustc_hash::FxBuildHasher;
 
-use crate::codec::EncodedFrames;
+use crate::codec::{self, EncodedFrames};
+use crate::desk::Desk;
 use crate::doorbell::Doorbell;
 use crate::envelope::Envelope;
 use crate::error::{
-    AddError, RecvError, RecvTimeoutError, RemoveError, SendEncodedError, SendError, TryRecvError,
+    AddError, BatchError, RecvError, RecvTimeoutError, RemoveError, SendEncodedError, SendError,
+    TryRecvError,
 };
 use crate::incoming::{self, Disconnect, Outlet, Received, Taken, Wait, Waited};
 use crate::outgoing::{OutgoingQueue, PushError};
-use crate::reactor::{self, Command, Notify};
+use crate::reactor::{self, Command, Direct, Notify, State, Wire};
 use crate::transport::Connection;
 
 type Queues = papaya::HashMap<usize, Arc<OutgoingQueue>, FxBuildHasher>;
@@ -88,6 +90,7 @@ pub struct Mesh {
 /// The parts every handle shares; the reactor is stopped when the last one goes.
 struct Shared {
     doorbell: Arc<Doorbell>,
+    desk: Arc<Desk<State>>,
     commands: Sender<Command>,
     queues: Queues,
     next_id: AtomicUsize,
@@ -143,6 +146,7 @@ impl Mesh {
         let _ = thread.push(reactor.thread);
         let shared = Arc::new(Shared {
             doorbell: reactor.doorbell,
+            desk: reactor.desk,
             commands: reactor.commands,
             queues: Queues::default(),
             next_id: AtomicUsize::new(1),
@@ -259,6 +263,122 @@ impl Mesh {
         }
     }
 
+    /// Sends runs of whole encoded frames (4-byte big-endian length, then the payload,
+    /// each) from the caller's buffer: run `i` is `bytes[runs[i].1]` for connection
+    /// `runs[i].0`, queued all or none. This is the form for callers that encode many
+    /// frames into one buffer (the Node binding's outbox). Returns the runs it refused,
+    /// by index, with why; nothing of theirs was sent.
+    ///
+    /// When the reactor sleeps, the sender takes its state from its desk instead of waking
+    /// it ([`crate::desk`]): an idle connection's frames are written at once from `bytes`,
+    /// another's are queued and written by the sender as the reactor would. Otherwise the
+    /// frames are copied (once for the whole batch) and queued. Either way a connection's
+    /// frames leave in the order they were accepted.
+    pub fn send_batch(
+        &self,
+        bytes: &[u8],
+        runs: impl IntoIterator<Item = (usize, std::ops::Range<usize>)>,
+    ) -> Vec<(usize, BatchError)> {
+        let shared = self.shared();
+        let queues = shared.queues.pin();
+        let mut refused = Vec::new();
+        let mut state = shared.desk.borrow();
+        let mut ring = false;
+        let mut copied: Option<Arc<[u8]>> = None;
+        for (index, (id, range)) in runs.into_iter().enumerate() {
+            let wire = &bytes[range.clone()];
+            let (count, largest) = match codec::scan(wire) {
+                Ok(counted) => counted,
+                Err(err) => {
+                    refused.push((index, BatchError::Malformed(err)));
+                    continue;
+                }
+            };
+            let Some(queue) = queues.get(&id) else {
+                let why = match self.issued(id) {
+                    true => BatchError::Disconnected,
+                    false => BatchError::NotFound,
+                };
+                refused.push((index, why));
+                continue;
+            };
+            if largest > queue.max_frame_size() as usize {
+                refused.push((index, BatchError::TooLarge));
+                continue;
+            }
+            if count == 0 {
+                if queue.is_closed() {
+                    refused.push((index, BatchError::Disconnected));
+                }
+                continue;
+            }
+            if let Some(state) = state.as_mut() {
+                let wire = Wire::Frames { bytes: wire, count };
+                match state.send_direct(id, queue, wire) {
+                    Ok(Direct::Sent) => continue,
+                    Ok(Direct::Queue) => {}
+                    Err(err) => {
+                        refused.push((index, push_refusal(err)));
+                        continue;
+                    }
+                }
+            }
+            let buf = copied.get_or_insert_with(|| Arc::from(bytes));
+            let frames = EncodedFrames::checked(buf.clone(), range, count, largest);
+            match queue.push_encoded(frames) {
+                Ok(schedule) => {
+                    let flushed = state.as_mut().is_some_and(|state| state.flush_owned(id));
+                    if schedule && !flushed {
+                        shared.doorbell.list(id);
+                        ring = true;
+                    }
+                }
+                Err(err) => refused.push((index, push_refusal(err))),
+            }
+        }
+        if let Some(state) = state {
+            ring |= shared.desk.give_back(state);
+        }
+        if ring {
+            // A failed ring means the reactor is gone: its end closed the queues, and what
+            // it had accepted it answers for at its end.
+            let _ = shared.doorbell.ring();
+        }
+        refused
+    }
+
+    /// Sends one payload from the caller's buffer: written at once if the reactor sleeps
+    /// and the connection is idle (as in [`send_batch`](Self::send_batch)), else copied and
+    /// queued as by [`send`](Self::send). Errors as `send`'s, the envelope a copy.
+    pub fn send_from(&self, id: usize, payload: &[u8]) -> Result<(), SendError> {
+        let shared = self.shared();
+        let queues = shared.queues.pin();
+        let copy = || Envelope::new(id, payload.to_vec());
+        let Some(queue) = queues.get(&id) else {
+            return Err(match self.issued(id) {
+                true => SendError::Disconnected(copy()),
+                false => SendError::NotFound(copy()),
+            });
+        };
+        if payload.len() > queue.max_frame_size() as usize {
+            return Err(SendError::TooLarge(copy()));
+        }
+        if let Some(mut state) = shared.desk.borrow() {
+            let sent = state.send_direct(id, queue, Wire::Payload(payload));
+            let ring = shared.desk.give_back(state);
+            if ring {
+                let _ = shared.doorbell.ring();
+            }
+            match sent {
+                Ok(Direct::Sent) => return Ok(()),
+                Ok(Direct::Queue) => {}
+                Err(PushError::Full(())) => return Err(SendError::Full(copy())),
+                Err(PushError::Closed(())) => return Err(SendError::Disconnected(copy())),
+            }
+        }
+        send_to(&shared.doorbell, queue, copy())
+    }
+
     /// True if this mesh gave out `id` (whether or not its connection is still there).
     pub fn issued(&self, id: usize) -> bool {
         id != 0 && id < self.shared().next_id.load(SeqCst)
@@ -360,6 +480,13 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+fn push_refusal<T>(err: PushError<T>) -> BatchError {
+    match err {
+        PushError::Full(_) => BatchError::Full,
+        PushError::Closed(_) => BatchError::Disconnected,
     }
 }
 

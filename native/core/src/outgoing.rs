@@ -47,12 +47,12 @@ pub(crate) enum PushError<T> {
     Closed(T),
 }
 
-impl PushError<()> {
-    /// The same refusal, handing `item` back.
-    fn holding<T>(self, item: T) -> PushError<T> {
+impl<U> PushError<U> {
+    /// The same refusal, handing `item` back instead.
+    pub(crate) fn holding<T>(self, item: T) -> PushError<T> {
         match self {
-            PushError::Full(()) => PushError::Full(item),
-            PushError::Closed(()) => PushError::Closed(item),
+            PushError::Full(_) => PushError::Full(item),
+            PushError::Closed(_) => PushError::Closed(item),
         }
     }
 }
@@ -123,7 +123,10 @@ impl OutgoingQueue {
         }
     }
 
-    fn reserve(&self, count: usize) -> Result<(), PushError<()>> {
+    /// Takes `count` places, all or none, for frames written without being queued (the
+    /// owner of the connection writes them at once): they are released right after
+    /// ([`release`](Self::release)), so `Full` and `Closed` mean what they mean for a push.
+    pub(crate) fn reserve(&self, count: usize) -> Result<(), PushError<()>> {
         let mut state = self.state.load(SeqCst);
         loop {
             if state & CLOSED != 0 {
@@ -140,6 +143,17 @@ impl OutgoingQueue {
                 Err(actual) => state = actual,
             }
         }
+    }
+
+    /// Gives back places taken by [`reserve`](Self::reserve).
+    pub(crate) fn release(&self, count: usize) {
+        self.state.fetch_sub(count * ONE, SeqCst);
+    }
+
+    /// True if nothing is queued or being queued and nobody has scheduled the queue: frames
+    /// written now go out after everything accepted before them.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.state.load(SeqCst) / ONE == 0 && !self.scheduled.load(SeqCst)
     }
 
     fn land(&self, chunk: Chunk) -> bool {

@@ -6,7 +6,13 @@
 //! - **One owner.** A connection that joins the mesh is handed to the reactor by value (a
 //!   command), with its framing state; from then on only this thread reads or writes its
 //!   socket, until it hands the connection back by value ([`Mesh::remove`]) or closes it.
-//!   Senders only queue ([`OutgoingQueue`]); receivers only take from the incoming stream.
+//!   Senders queue ([`OutgoingQueue`]); receivers only take from the incoming stream.
+//! - **A sleeping reactor lends its state** ([`crate::desk`]). Just before it sleeps with
+//!   nothing to do, the reactor leaves its whole state (every connection, by value) on its
+//!   desk; a sender that would have to wake it to write can take the state instead, write
+//!   what it sends with this module's own code ([`State::send_frames`]), and give it back.
+//!   While it is away the reactor's poll keeps the readiness events it meets, and the
+//!   reactor handles them once it has its state back.
 //! - **No lock.** The reactor talks to the handles through crossbeam channels (commands in;
 //!   the incoming stream out), lock-free queues (each connection's outgoing queue, the
 //!   ready list) and atomics. It never waits on a sender or a receiver.
@@ -50,15 +56,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 use rustc_hash::FxHashMap;
 
+use crate::desk::Desk;
 use crate::doorbell::Doorbell;
 use crate::envelope::Envelope;
 use crate::error::RemoveError;
 use crate::incoming::{Delivery, Disconnect, Inlet};
-use crate::outgoing::OutgoingQueue;
-use crate::transport::connection::{Step, FRAMES_PER_WRITE, READ_CHUNK};
+use crate::outgoing::{OutgoingQueue, PushError};
+use crate::transport::connection::{Chunk, Step, FRAMES_PER_WRITE, READ_CHUNK};
 use crate::transport::{Connection, DisconnectReason};
 
 const WAKER: Token = Token(usize::MAX);
@@ -94,6 +101,7 @@ pub(crate) enum Command {
 /// What a mesh's handles keep of its reactor.
 pub(crate) struct ReactorHandle {
     pub(crate) doorbell: Arc<Doorbell>,
+    pub(crate) desk: Arc<Desk<State>>,
     pub(crate) commands: Sender<Command>,
     pub(crate) thread: std::thread::JoinHandle<()>,
 }
@@ -102,10 +110,10 @@ pub(crate) struct ReactorHandle {
 pub(crate) fn start(inlet: Inlet, notify: Option<Notify>) -> io::Result<ReactorHandle> {
     let poll = Poll::new()?;
     let doorbell = Arc::new(Doorbell::new(poll.registry(), WAKER)?);
+    let desk = Arc::new(Desk::new());
     let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
-    let reactor = Reactor {
-        poll,
-        doorbell: doorbell.clone(),
+    let state = Box::new(State {
+        registry: poll.registry().try_clone()?,
         commands: commands_rx,
         inlet,
         notify,
@@ -115,18 +123,78 @@ pub(crate) fn start(inlet: Inlet, notify: Option<Notify>) -> io::Result<ReactorH
         scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         running: true,
         pushed: false,
+    });
+    let mut reactor = Reactor {
+        poll,
+        doorbell: doorbell.clone(),
+        desk: desk.clone(),
+        state: Some(state),
+        missed: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("wiremesh-reactor".into())
-        .spawn(move || {
-            let mut reactor = reactor;
-            reactor.run();
-        })?;
+        .spawn(move || reactor.run())?;
     Ok(ReactorHandle {
         doorbell,
+        desk,
         commands: commands_tx,
         thread,
     })
+}
+
+/// What a sender that holds the state writes from its own buffer.
+#[derive(Clone, Copy)]
+pub(crate) enum Wire<'a> {
+    /// Whole encoded frames (`count` of them), checked.
+    Frames { bytes: &'a [u8], count: usize },
+    /// One payload, its header made here.
+    Payload(&'a [u8]),
+}
+
+impl Wire<'_> {
+    fn frames(&self) -> usize {
+        match self {
+            Wire::Frames { count, .. } => *count,
+            Wire::Payload(_) => 1,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Wire::Frames { bytes, .. } => bytes.len(),
+            Wire::Payload(payload) => crate::codec::HEADER_LEN + payload.len(),
+        }
+    }
+
+    fn write_to(&self, connection: &mut Connection) -> io::Result<usize> {
+        match self {
+            Wire::Frames { bytes, .. } => connection.write_bytes(bytes),
+            Wire::Payload(payload) => {
+                let header = crate::codec::frame_header(payload.len()).expect("checked");
+                connection.write_slices(&[io::IoSlice::new(&header), io::IoSlice::new(payload)])
+            }
+        }
+    }
+
+    /// What is left once `written` bytes have gone, owned, and how much of its first
+    /// frame went.
+    fn rest_after(&self, written: usize) -> (Chunk, usize) {
+        match self {
+            Wire::Frames { bytes, .. } => {
+                let (rest, skip) = crate::codec::rest_after(bytes, written);
+                (Chunk::Encoded(rest), skip)
+            }
+            Wire::Payload(payload) => (Chunk::Payload(payload.to_vec()), written),
+        }
+    }
+}
+
+/// What [`State::send_direct`] did.
+pub(crate) enum Direct {
+    /// Written (or left in the backlog to be written): nothing more to do.
+    Sent,
+    /// Not idle: queue the frames.
+    Queue,
 }
 
 /// How a closing connection ends, once its queue has settled.
@@ -155,9 +223,21 @@ impl Conn {
     }
 }
 
+/// The reactor thread: its poll, and its state while it has it.
 struct Reactor {
     poll: Poll,
     doorbell: Arc<Doorbell>,
+    desk: Arc<Desk<State>>,
+    /// `None` while the state is on the desk.
+    state: Option<Box<State>>,
+    /// Readiness met while a sender had the state: (token, readable, writable).
+    missed: Vec<(Token, bool, bool)>,
+}
+
+/// Everything the owner of a mesh's connections holds: the reactor thread, or a sender
+/// that took it from the desk while the reactor slept.
+pub(crate) struct State {
+    registry: Registry,
     commands: Receiver<Command>,
     inlet: Inlet,
     notify: Option<Notify>,
@@ -174,50 +254,115 @@ struct Reactor {
 impl Reactor {
     fn run(&mut self) {
         let mut events = Events::with_capacity(EVENTS);
-        while self.running {
-            let timeout = match self.has_work() {
+        loop {
+            let mut state = self.state.take().expect("the reactor has its state");
+            if !state.running {
+                self.state = Some(state);
+                break;
+            }
+            let timeout = match state.has_work() {
                 true => Some(Duration::ZERO),
-                false => self.prepare_to_sleep(),
+                false => state.prepare_to_sleep(&self.doorbell),
             };
-            if let Err(err) = self.poll.poll(&mut events, timeout) {
+            // Sleeping with nothing to do: the state waits on the desk for a sender.
+            let lent = timeout.is_none();
+            match lent {
+                true => self.desk.lend(state),
+                false => self.state = Some(state),
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            self.doorbell.woke();
+            if let Err(err) = polled {
                 if err.kind() != io::ErrorKind::Interrupted {
                     // The poll itself is broken: nothing more can be done for any
                     // connection. Stop; receivers see the stream end.
+                    self.state = self
+                        .state
+                        .take()
+                        .or_else(|| self.wait_for_state(&mut events));
                     return;
                 }
             }
-            self.doorbell.woke();
             for event in events.iter() {
-                if event.token() == WAKER {
-                    continue;
-                }
-                let id = event.token().0;
-                let Some(conn) = self.conns.get_mut(&id) else {
-                    continue;
-                };
-                if conn.closing.is_some() {
-                    continue;
-                }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    conn.readable = true;
-                    if !conn.read_listed {
-                        conn.read_listed = true;
-                        self.read_list.push_back(id);
-                    }
-                }
-                if (event.is_writable() || event.is_write_closed() || event.is_error())
-                    && conn.write_blocked
-                {
-                    conn.write_blocked = false;
-                    if !conn.write_listed {
-                        conn.write_listed = true;
-                        self.write_list.push_back(id);
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                self.missed.push((event.token(), readable, writable));
+            }
+            if lent {
+                match self.desk.reclaim() {
+                    Some(state) => self.state = Some(state),
+                    None => {
+                        let state = self.wait_for_state(&mut events);
+                        self.state = state;
                     }
                 }
             }
-            self.turn();
+            let Some(state) = self.state.as_mut() else {
+                return;
+            };
+            for (token, readable, writable) in self.missed.drain(..) {
+                if token != WAKER {
+                    state.ready(token.0, readable, writable);
+                }
+            }
+            state.turn(&self.doorbell);
         }
-        self.close_all();
+        if let Some(state) = self.state.as_mut() {
+            state.close_all();
+        }
+    }
+
+    /// A sender has the state: sleeps until it gives it back (it rings), keeping the
+    /// readiness met meanwhile. `None` only if the poll breaks.
+    fn wait_for_state(&mut self, events: &mut Events) -> Option<Box<State>> {
+        loop {
+            self.doorbell.may_sleep();
+            if let Some(state) = self.desk.reclaim() {
+                self.doorbell.woke();
+                return Some(state);
+            }
+            let polled = self.poll.poll(events, None);
+            self.doorbell.woke();
+            for event in events.iter() {
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                self.missed.push((event.token(), readable, writable));
+            }
+            if let Some(state) = self.desk.reclaim() {
+                return Some(state);
+            }
+            if let Err(err) = polled {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    /// Puts a connection that reported readiness on the read or write list.
+    fn ready(&mut self, id: usize, readable: bool, writable: bool) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        if readable {
+            conn.readable = true;
+            if !conn.read_listed {
+                conn.read_listed = true;
+                self.read_list.push_back(id);
+            }
+        }
+        if writable && conn.write_blocked {
+            conn.write_blocked = false;
+            if !conn.write_listed {
+                conn.write_listed = true;
+                self.write_list.push_back(id);
+            }
+        }
     }
 
     fn has_work(&self) -> bool {
@@ -226,22 +371,22 @@ impl Reactor {
 
     /// Allows wakes, then looks once more for work that arrived meanwhile. Returns the
     /// poll timeout.
-    fn prepare_to_sleep(&mut self) -> Option<Duration> {
-        self.doorbell.may_sleep();
+    fn prepare_to_sleep(&mut self, doorbell: &Doorbell) -> Option<Duration> {
+        doorbell.may_sleep();
         if !self.read_list.is_empty() && !self.inlet.wait_for_room() {
             return Some(Duration::ZERO);
         }
-        if self.doorbell.has_ready() || !self.commands.is_empty() {
+        if doorbell.has_ready() || !self.commands.is_empty() {
             return Some(Duration::ZERO);
         }
         None
     }
 
-    fn turn(&mut self) {
+    fn turn(&mut self, doorbell: &Doorbell) {
         // Take the ready ids before the commands: a send to a new connection follows its
         // `Add` command, so every id taken here has its connection added below.
         let mut ready = Vec::new();
-        while let Some(id) = self.doorbell.pop_ready() {
+        while let Some(id) = doorbell.pop_ready() {
             ready.push(id);
         }
         while let Ok(command) = self.commands.try_recv() {
@@ -292,7 +437,7 @@ impl Reactor {
                     write_blocked: false,
                     closing: None,
                 };
-                let registered = self.poll.registry().register(
+                let registered = self.registry.register(
                     conn.connection.source(),
                     Token(id),
                     Interest::READABLE | Interest::WRITABLE,
@@ -371,6 +516,75 @@ impl Reactor {
         }
     }
 
+    /// A sender that holds the state (from the desk) sends `frames` whole frames in
+    /// `wire`, from its own buffer, to connection `id`: written at once if the connection
+    /// is idle (nothing queued or waiting to be written, its socket not full), whatever the
+    /// socket does not take copied into the backlog and written as the reactor would.
+    /// [`Direct::Queue`] if the connection is not idle (or not added yet): queue the frames,
+    /// then [`flush_owned`](Self::flush_owned). Refused as a push would be (`Full`,
+    /// `Closed`).
+    pub(crate) fn send_direct(
+        &mut self,
+        id: usize,
+        queue: &OutgoingQueue,
+        wire: Wire<'_>,
+    ) -> Result<Direct, PushError<()>> {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(Direct::Queue);
+        };
+        let idle = conn.closing.is_none()
+            && !conn.write_blocked
+            && conn.connection.backlog.is_empty()
+            && queue.is_idle();
+        if !idle {
+            return Ok(Direct::Queue);
+        }
+        let frames = wire.frames();
+        queue.reserve(frames)?;
+        let written = loop {
+            match wire.write_to(&mut conn.connection) {
+                Ok(n) => break Ok(n),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break Ok(0),
+                Err(err) => break Err(err),
+            }
+        };
+        // Written, or in the backlog: no longer the queue's.
+        queue.release(frames);
+        match written {
+            Ok(n) if n == wire.len() => {}
+            Ok(n) => {
+                let (rest, skip) = wire.rest_after(n);
+                conn.connection.backlog.push_resumed(rest, skip);
+                // On until the socket is full, so that its writable edge comes.
+                self.flush(id);
+            }
+            Err(err) => {
+                // Unwritten: handed back in the notice, with the rest.
+                let (all, _) = wire.rest_after(0);
+                conn.connection.backlog.push_chunk(all);
+                self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)));
+            }
+        }
+        Ok(Direct::Sent)
+    }
+
+    /// A sender that holds the state writes connection `id`'s queue as the reactor would.
+    /// False if the connection is not added yet: the reactor must be scheduled for it.
+    pub(crate) fn flush_owned(&mut self, id: usize) -> bool {
+        match self.conns.get(&id) {
+            Some(conn) if conn.closing.is_some() => {
+                self.progress_closing(id);
+                true
+            }
+            Some(_) => {
+                self.flush(id);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Serves the read list round robin: each visit delivers up to a quantum of the
     /// connection's pending frames and, once they are all delivered, reads it once. Stops
     /// when the incoming stream is full, the list is empty, or the turn has read its bytes.
@@ -427,7 +641,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let _ = self.poll.registry().deregister(conn.connection.source());
+        let _ = self.registry.deregister(conn.connection.source());
         conn.queue.close();
         if conn.queue.take_room_wanted() {
             // A sender waiting for room must now learn that the connection is gone.
@@ -511,9 +725,23 @@ impl Reactor {
 
 impl Drop for Reactor {
     /// Runs however the thread ends, panics included: refuse further sends and adds, and
-    /// answer every command still queued.
+    /// answer every command still queued. (If a sender has the state, it is on the desk
+    /// by the time the desk is dropped, and goes with it: its queues were closed here.)
     fn drop(&mut self) {
         self.doorbell.stop();
+        // Off the desk if it is there (a broken poll may have stopped the reactor while a
+        // sender had it: that sender leaves it on the desk, and its queues were not closed).
+        let state = self.state.take().or_else(|| self.desk.reclaim());
+        if let Some(mut state) = state {
+            state.stop();
+        }
+    }
+}
+
+impl State {
+    /// The reactor ends: closes every queue, answers the commands still queued, ends the
+    /// incoming stream and tells the consumer.
+    fn stop(&mut self) {
         for conn in self.conns.values() {
             conn.queue.close();
         }

@@ -163,6 +163,26 @@ impl Connection {
         Ok(())
     }
 
+    /// One write of `bytes` (whole frames the caller encoded), for a connection whose
+    /// backlog is empty: returns the bytes written.
+    pub(crate) fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        debug_assert!(
+            self.backlog.is_empty(),
+            "nothing may go before what is waiting"
+        );
+        self.stream.write(bytes)
+    }
+
+    /// One vectored write of `slices` (whole frames), for a connection whose backlog is
+    /// empty: returns the bytes written.
+    pub(crate) fn write_slices(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        debug_assert!(
+            self.backlog.is_empty(),
+            "nothing may go before what is waiting"
+        );
+        self.stream.write_vectored(slices)
+    }
+
     /// One vectored write of the backlog's first frames; returns the bytes written.
     pub(crate) fn write_backlog(&mut self) -> io::Result<usize> {
         self.backlog.write_to(&mut self.stream)
@@ -418,6 +438,16 @@ impl WriteBacklog {
     pub(crate) fn push_chunk(&mut self, chunk: Chunk) {
         self.bytes += chunk.wire_len();
         self.frames += chunk.frames();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Puts frames of which `written` bytes went out already into the empty backlog.
+    pub(crate) fn push_resumed(&mut self, chunk: Chunk, written: usize) {
+        debug_assert!(self.chunks.is_empty());
+        debug_assert!(written < chunk.wire_len());
+        self.bytes += chunk.wire_len() - written;
+        self.frames += chunk.frames();
+        self.written = written;
         self.chunks.push_back(chunk);
     }
 

@@ -3,7 +3,7 @@
 // are defined in benchmark/README.md ("Against the peers"); read them before any number.
 //
 //   npm run build && node benchmark/run.mjs [--quick] [--runs=N]
-//        [--scenarios=stream-64B-1,fan-in,...] [--impls=wiremesh,net,zeromq,limit]
+//        [--scenarios=stream-64B-1,fan-in,many-meshes,...] [--impls=wiremesh,wiremesh-50,net,zeromq,limit]
 //   node benchmark/run.mjs [--quick] --replot    (tables and charts from the saved JSON)
 //
 // Every run is two processes, a sender and a receiver (benchmark/peers/*.mjs, or
@@ -76,6 +76,17 @@ const scenarios = [
     rate: 50_000,
     impls: ['wiremesh', 'net', 'zeromq'],
   },
+  {
+    // 50 request/response loops against an echo server: one mesh for the 50 client
+    // connections (wiremesh) against a mesh per connection (wiremesh-50)
+    id: 'many-meshes',
+    title: 'many meshes 64 B x50',
+    kind: 'requests',
+    size: 64,
+    conns: 50,
+    count: 200_000,
+    impls: ['wiremesh', 'wiremesh-50', 'net'],
+  },
 ].map((scenario) => ({
   ...scenario,
   count: scenario.count === undefined ? undefined : Math.round(scenario.count * scale),
@@ -93,6 +104,11 @@ const nodePeer = (name) => (config) => [
 ]
 const implementations = {
   wiremesh: { command: nodePeer('wiremesh') },
+  // The clients of many-meshes with a Mesh per connection; the server is wiremesh's.
+  'wiremesh-50': {
+    command: (config) => nodePeer('wiremesh')({ ...config, meshes: 'per-connection' }),
+    scenarios: ['many-meshes'],
+  },
   net: { command: nodePeer('net') },
   zeromq: { command: nodePeer('zeromq') },
   limit: {
@@ -120,6 +136,7 @@ function checkAvailable() {
     probe("require('./index.js')")
   } catch (error) {
     skipped.wiremesh = `wiremesh does not load (run \`npm run build\` first): ${firstLine(error.stderr)}`
+    skipped['wiremesh-50'] = skipped.wiremesh
   }
   try {
     probe("const z = require('zeromq'); if (typeof z.Router !== 'function') throw new Error('no Router')")
@@ -307,7 +324,7 @@ function measure(scenario, done, received, sent) {
       problem: wrong ? `received ${received.received} of ${scenario.count}, ${received.errors} wrong` : undefined,
     }
   }
-  if (scenario.kind === 'pingpong') {
+  if (scenario.kind === 'pingpong' || scenario.kind === 'requests') {
     const seconds = Number(BigInt(done.tEnd) - BigInt(done.t0)) / 1e9
     const wrong = done.received !== scenario.count || done.errors !== 0 || received.errors !== 0
     return {
@@ -394,6 +411,7 @@ function report(summary) {
   const out = []
   const streamRows = []
   const pingRows = []
+  const requestRows = []
   const pressureRows = []
   for (const scenario of scenarios) {
     const byImpl = summary[scenario.id]
@@ -410,6 +428,21 @@ function report(summary) {
           fixed(m.megabytesPerSecond, 1),
           fixed(m.cpuPerMillion),
           ratio(m.messagesPerSecond, net?.messagesPerSecond),
+          ratio(m.cpuPerMillion, net?.cpuPerMillion),
+          runsCell,
+        ])
+      } else if (scenario.kind === 'requests') {
+        const one = byImpl.wiremesh
+        requestRows.push([
+          scenario.title,
+          impl,
+          rate(m.roundTripsPerSecond),
+          fixed(m.p50Microseconds, 1),
+          fixed(m.p99Microseconds, 1),
+          fixed(m.cpuPerMillion),
+          ratio(m.roundTripsPerSecond, one?.roundTripsPerSecond),
+          ratio(m.cpuPerMillion, one?.cpuPerMillion),
+          ratio(m.roundTripsPerSecond, net?.roundTripsPerSecond),
           ratio(m.cpuPerMillion, net?.cpuPerMillion),
           runsCell,
         ])
@@ -454,6 +487,26 @@ function report(summary) {
       ),
     )
   }
+  if (requestRows.length) {
+    out.push(
+      table(
+        [
+          'scenario',
+          'impl',
+          'round trips/s',
+          'p50 us',
+          'p99 us',
+          'CPU s/M rt',
+          'rt/s vs wiremesh',
+          'CPU vs wiremesh',
+          'rt/s vs net',
+          'CPU vs net',
+          'ok runs',
+        ],
+        requestRows,
+      ),
+    )
+  }
   if (pressureRows.length) {
     out.push(
       table(
@@ -477,7 +530,7 @@ function report(summary) {
   return out.join('\n\n')
 }
 
-const COLORS = { wiremesh: '#2563eb', net: '#6b7280', zeromq: '#ea580c', limit: '#16a34a' }
+const COLORS = { wiremesh: '#2563eb', 'wiremesh-50': '#7c3aed', net: '#6b7280', zeromq: '#ea580c', limit: '#16a34a' }
 const escape = (text) => String(text).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
 /**
@@ -582,12 +635,14 @@ function charts(summary, machine, rounds = runs) {
   const throughput = chart({
     title: 'Throughput relative to a hand-written net peer (higher is better)',
     subtitle: [
-      'messages/s delivered to JavaScript (ping-pong: round trips/s); bars from net (1x) to each ratio, log scale',
+      'messages/s delivered to JavaScript (ping-pong, many meshes: round trips/s); bars from net (1x) to each ratio, log scale',
       where,
     ],
     groups: groupsFor((scenario) => {
       if (scenario.kind === 'stream') return ['messagesPerSecond', (v) => `${rate(v)} msg/s`]
-      if (scenario.kind === 'pingpong') return ['roundTripsPerSecond', (v) => `${rate(v)} rt/s`]
+      if (scenario.kind === 'pingpong' || scenario.kind === 'requests') {
+        return ['roundTripsPerSecond', (v) => `${rate(v)} rt/s`]
+      }
       return null
     }),
   })
@@ -679,7 +734,11 @@ const allRuns = []
 const summary = {}
 for (const scenario of scenarios) {
   if (onlyScenarios && !onlyScenarios.includes(scenario.id)) continue
-  const impls = active.filter((impl) => !scenario.impls || scenario.impls.includes(impl))
+  const impls = active.filter(
+    (impl) =>
+      (!scenario.impls || scenario.impls.includes(impl)) &&
+      (!implementations[impl].scenarios || implementations[impl].scenarios.includes(scenario.id)),
+  )
   if (scenario.conns > maxConns) {
     console.log(
       `skipping ${scenario.id}: ${scenario.conns} connections need more open files than ${files.hard} (ulimit -Hn)`,
@@ -700,12 +759,13 @@ for (const scenario of scenarios) {
         m.messagesPerSecond !== undefined
           ? `${rate(m.messagesPerSecond)} msg/s, ${fixed(m.cpuPerMillion)} CPU s/M`
           : m.roundTripsPerSecond !== undefined
-            ? `${rate(m.roundTripsPerSecond)} rt/s, p99 ${fixed(m.p99Microseconds, 1)} us`
+            ? `${rate(m.roundTripsPerSecond)} rt/s, p99 ${fixed(m.p99Microseconds, 1)} us` +
+              (scenario.kind === 'requests' ? `, ${fixed(m.cpuPerMillion)} CPU s/M` : '')
             : m.sent !== undefined
               ? `${m.sent} sent, ${m.lost} lost, peak RSS ${fixed(m.peakRssMiB, 1)} MiB`
               : ''
       console.log(
-        `${scenario.id.padEnd(17)} ${String(round + 1).padStart(2)}/${runs} ${impl.padEnd(9)} ${record.ok ? 'ok ' : 'FAIL'} ${headline}${record.problem ? ` (${record.problem})` : ''}`,
+        `${scenario.id.padEnd(17)} ${String(round + 1).padStart(2)}/${runs} ${impl.padEnd(11)} ${record.ok ? 'ok ' : 'FAIL'} ${headline}${record.problem ? ` (${record.problem})` : ''}`,
       )
     }
   }

@@ -3,10 +3,11 @@
 //
 //   node benchmark/peers/<implementation>.mjs '<config as JSON>'
 //
-// config: { role: 'send' | 'recv', scenario: 'stream' | 'pingpong' | 'backpressure',
+// config: { role: 'send' | 'recv', scenario: 'stream' | 'pingpong' | 'backpressure' |
+//           'requests' (many-meshes: the sender is the clients, the receiver the echo server),
 //           listen: boolean (this side listens) | port: number (this side connects),
 //           conns, size, count, duration (s, backpressure), rate (msg/s, backpressure
-//           consumer), timeout (s) }
+//           consumer), timeout (s), meshes: 'per-connection' (wiremesh-50's clients) }
 //
 // The protocol with the harness: JSON lines on stdout, commands on stdin.
 //   listening {port}  the listening side, once bound (port 0 picks one)
@@ -172,7 +173,7 @@ export function cpuFields(since) {
 }
 
 /** Reports a stalled receiver (nothing for `seconds`) and exits, rather than waiting forever. */
-export function watchProgress(progress, report, seconds = 10) {
+export function watchProgress(progress, report, seconds = 10, who = 'receiver') {
   let last = -1
   let lastChange = Date.now()
   const timer = setInterval(() => {
@@ -182,7 +183,7 @@ export function watchProgress(progress, report, seconds = 10) {
       lastChange = Date.now()
     } else if (Date.now() - lastChange > seconds * 1000) {
       report()
-      process.stderr.write(`receiver stalled: nothing arrived for ${seconds} s\n`)
+      process.stderr.write(`${who} stalled: nothing arrived for ${seconds} s\n`)
       process.exit(4)
     }
   }, 250)
@@ -196,6 +197,48 @@ export function latencyStats(rtts) {
     p50: sorted[Math.floor(sorted.length / 2)],
     p99: sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * 99) / 100))],
   }
+}
+
+/**
+ * The clients of many-meshes: `conns` loops at once, loop `conn` on connection `conn`, each
+ * sending a request and awaiting its reply before the next, `count` round trips in all
+ * (split evenly). `request(conn, seq)` sends request `seq` of connection `conn` (the
+ * implementation allocates it) and resolves with the reply's payload, which must be that
+ * request, echoed. Every reply is read (Checker, and its connection and sequence number
+ * against the request's). A loop that waits 8 s with no round trip completing anywhere
+ * is a stall: it is written to stderr and the process exits.
+ */
+export async function requestLoops(conns, count, size, request) {
+  const checker = new Checker(conns)
+  const rtts = new Float64Array(count)
+  let completed = 0
+  let finished = 0
+  let mismatched = 0
+  const unwatch = watchProgress(
+    () => completed,
+    () =>
+      process.stderr.write(
+        `clients: ${completed} of ${count} round trips done, ${conns - finished} loops waiting for a reply\n`,
+      ),
+    8,
+    'clients',
+  )
+  const loop = async (conn) => {
+    const rounds = Math.floor(count / conns) + (conn < count % conns ? 1 : 0)
+    for (let seq = 0; seq < rounds; seq++) {
+      const start = now()
+      const reply = await request(conn, seq)
+      rtts[completed++] = Number(now() - start)
+      checker.check(reply)
+      if (reply.length !== size || reply.readUInt32BE(0) !== conn || reply.readUInt32BE(4) !== seq) mismatched++
+    }
+    finished++
+  }
+  await Promise.all(Array.from({ length: conns }, (_, conn) => loop(conn)))
+  const tEnd = now()
+  unwatch()
+  const summary = checker.summary()
+  return { tEnd, ...summary, errors: summary.errors + mismatched, ...latencyStats(rtts) }
 }
 
 /**

@@ -9,7 +9,10 @@
 //   for that socket's 'drain';
 // - the backpressure consumer pauses a socket while its application queue holds 4096
 //   frames or more, and resumes every paused socket once the queue is down to 1024;
-// - TCP_NODELAY on every socket (as the mesh sets it), default buffer sizes.
+// - TCP_NODELAY on every socket (as the mesh sets it), default buffer sizes;
+// - many-meshes (`requests`): each client loop writes a request as one frame and awaits a
+//   promise its socket's parser resolves with the reply; the server writes every frame
+//   back at once, as ping-pong's echo does.
 import net from 'node:net'
 import { once } from 'node:events'
 import {
@@ -25,6 +28,7 @@ import {
   memoryFields,
   now,
   Pace,
+  requestLoops,
   watchProgress,
   emitReceiverResult,
 } from './common.mjs'
@@ -198,6 +202,29 @@ async function sender() {
       rtts[n] = Number(now() - start)
     }
     emit('done', { t0: String(t0), tEnd: String(now()), sent: count, ...checker.summary(), ...latencyStats(rtts) })
+  } else if (scenario === 'requests') {
+    // many-meshes: a loop per socket, one request in flight on each
+    const waiting = new Array(conns).fill(null)
+    let stray = 0
+    sockets.forEach((socket, conn) => {
+      const reader = new FrameReader(socket, (payload) => {
+        const wake = waiting[conn]
+        if (wake === null) {
+          stray++
+          return
+        }
+        waiting[conn] = null
+        wake(payload)
+      })
+      socket.on('data', (chunk) => reader.push(chunk))
+    })
+    const request = (conn, seq) =>
+      new Promise((resolve) => {
+        waiting[conn] = resolve
+        sockets[conn].write(makeFrame(size, conn, seq))
+      })
+    const { tEnd, errors, ...result } = await requestLoops(conns, count, size, request)
+    emit('done', { t0: String(t0), tEnd: String(tEnd), sent: count, errors: errors + stray, ...result })
   } else if (scenario === 'stream') {
     await pump(sockets, count, (conn) => makeFrame(size, conn, seqs[conn]++))
     emit('done', { t0: String(t0), tEnd: String(now()), sent: count, waits })
@@ -233,17 +260,19 @@ async function receiver() {
   let finish
   const finished = new Promise((resolve) => (finish = resolve))
   let cpu0
-  if (scenario === 'pingpong') {
-    const socket = sockets[0]
-    const reader = new FrameReader(socket, (payload) => {
-      checker.check(payload)
-      const frame = Buffer.allocUnsafe(4 + payload.length)
-      frame.writeUInt32BE(payload.length, 0)
-      payload.copy(frame, 4)
-      socket.write(frame)
-      if (checker.received === count) finish()
-    })
-    socket.on('data', (chunk) => reader.push(chunk))
+  if (scenario === 'pingpong' || scenario === 'requests') {
+    // the echo: one socket (ping-pong) or every socket (many-meshes' server)
+    for (const socket of sockets) {
+      const reader = new FrameReader(socket, (payload) => {
+        checker.check(payload)
+        const frame = Buffer.allocUnsafe(4 + payload.length)
+        frame.writeUInt32BE(payload.length, 0)
+        payload.copy(frame, 4)
+        socket.write(frame)
+        if (checker.received === count) finish()
+      })
+      socket.on('data', (chunk) => reader.push(chunk))
+    }
   } else if (scenario === 'stream') {
     for (const socket of sockets) {
       const reader = new FrameReader(socket, (payload) => {

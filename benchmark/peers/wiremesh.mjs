@@ -6,6 +6,10 @@
 //   into the frame).
 // - receiver: `await mesh.recvBatch(4096)`, reading every payload (Checker); the echo of
 //   ping-pong is the README's `for await (const envelope of mesh)` loop.
+// - many-meshes (`requests`): the server echoes on one mesh (`for await`, `sendWait` on
+//   Full); the clients' 50 loops share one mesh and one receive loop that hands each reply
+//   to the loop of its connection, or (`meshes: 'per-connection'`, wiremesh-50) each loop
+//   has a mesh of its own and calls `mesh.send` then `await mesh.recv()` on it.
 import wiremesh from '../../index.js'
 import {
   Checker,
@@ -20,6 +24,7 @@ import {
   memoryFields,
   now,
   Pace,
+  requestLoops,
   watchProgress,
   emitReceiverResult,
 } from './common.mjs'
@@ -31,7 +36,10 @@ const { role, scenario, conns, size, count } = config
 const outgoingCapacity = Math.max(16, Math.min(1024, Math.floor((1 << 20) / size)))
 // A receiver's incoming queue: about 16 MiB of frames, 256 to 4096 of them.
 const incomingCapacity = Math.max(256, Math.min(4096, Math.floor((16 << 20) / size)))
-const mesh = role === 'send' ? new Mesh(4096, outgoingCapacity) : new Mesh(incomingCapacity, 16)
+const newMesh = () => (role === 'send' ? new Mesh(4096, outgoingCapacity) : new Mesh(incomingCapacity, 16))
+// wiremesh-50's clients make a mesh per connection (`clients`), none for all.
+const meshPerConnection = config.meshes === 'per-connection' && role === 'send'
+const mesh = meshPerConnection ? null : newMesh()
 const transport = new TcpTransport()
 
 /** The connections' ids, in the order of the sender's connection index. */
@@ -60,7 +68,72 @@ async function send(envelope) {
   }
 }
 
+/**
+ * The clients of many-meshes: 50 request/response loops (common.mjs `requestLoops`), over one
+ * mesh, or over a mesh each.
+ */
+async function clients() {
+  const meshes = []
+  let request
+  let dispatch = async () => 0
+  if (meshPerConnection) {
+    const ids = []
+    for (let conn = 0; conn < conns; conn++) {
+      const own = newMesh()
+      meshes.push(own)
+      ids.push(own.add(await transport.connect(`127.0.0.1:${config.port}`)))
+    }
+    request = async (conn, seq) => {
+      const own = meshes[conn]
+      own.send(new Envelope(ids[conn], makePayload(size, conn, seq)))
+      return (await own.recv()).payload
+    }
+  } else {
+    const ids = await establish()
+    meshes.push(mesh)
+    const connOf = new Map(ids.map((id, conn) => [id, conn]))
+    // The reply each loop waits for, resolved by the receive loop.
+    const waiting = new Array(conns).fill(null)
+    request = (conn, seq) =>
+      new Promise((resolve) => {
+        waiting[conn] = resolve
+        mesh.send(new Envelope(ids[conn], makePayload(size, conn, seq)))
+      })
+    // One receive loop for the mesh: every reply to the loop waiting on its connection.
+    dispatch = async () => {
+      let stray = 0
+      for (let replies = 0; replies < count;) {
+        for (const envelope of await mesh.recvBatch(4096)) {
+          replies++
+          const conn = connOf.get(envelope.id)
+          const wake = conn === undefined ? null : waiting[conn]
+          if (wake === null) {
+            stray++
+            continue
+          }
+          waiting[conn] = null
+          wake(envelope.payload)
+        }
+      }
+      return stray
+    }
+  }
+  emit('ready')
+  await command('go')
+  const cpu0 = process.cpuUsage()
+  const t0 = now()
+  const dispatching = dispatch()
+  const { tEnd, errors, ...result } = await requestLoops(conns, count, size, request)
+  const stray = await dispatching
+  emit('done', { t0: String(t0), tEnd: String(tEnd), sent: count, errors: errors + stray, ...result })
+  await command('exit')
+  emit('result', cpuFields(cpu0))
+  for (const each of meshes) each.shutdown()
+  leave()
+}
+
 async function sender() {
+  if (scenario === 'requests') return clients()
   const ids = await establish()
   const seqs = new Uint32Array(conns)
   emit('ready')
@@ -124,6 +197,20 @@ async function receiver() {
       mesh.send(new Envelope(envelope.id, envelope.payload))
       if (checker.received === count) break
     }
+  } else if (scenario === 'requests') {
+    // many-meshes: the server, every connection on this one mesh
+    for await (const envelope of mesh) {
+      checker.check(envelope.payload)
+      const reply = new Envelope(envelope.id, envelope.payload)
+      try {
+        mesh.send(reply)
+      } catch (error) {
+        if (!(error instanceof SendError) || error.kind !== SendErrorKind.Full) throw error
+        waits++
+        await mesh.sendWait(reply)
+      }
+      if (checker.received === count) break
+    }
   } else if (scenario === 'stream') {
     while (checker.received < count) {
       for (const envelope of await mesh.recvBatch(4096)) checker.check(envelope.payload)
@@ -144,7 +231,7 @@ async function receiver() {
   }
   const t1 = now()
   unwatch()
-  emitReceiverResult(t1, checker, cpu0, baselineRss)
+  emitReceiverResult(t1, checker, cpu0, baselineRss, scenario === 'requests' ? { waits } : {})
   await command('exit')
   mesh.shutdown()
   leave()

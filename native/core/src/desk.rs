@@ -29,9 +29,9 @@
 //! every operation is `SeqCst` and separated by a fence; `tests/loom.rs` checks that the
 //! state is never lost and a wanting reactor is always rung.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 
-use crossbeam_queue::ArrayQueue;
+use crate::sync::{fence, ArrayQueue, AtomicBool};
 
 /// A one-place desk for a reactor's state `S`.
 #[derive(Debug)]
@@ -86,7 +86,7 @@ impl<S> Desk<S> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -112,5 +112,39 @@ mod tests {
         desk.lend(Box::new(2));
         let state = desk.borrow().unwrap();
         assert!(!desk.give_back(state), "a want is answered once");
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_checks {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+
+    #[test]
+    fn the_state_is_never_lost_and_a_reactor_that_wants_it_is_rung() {
+        loom::model(|| {
+            let desk = Arc::new(Desk::new());
+            let rung = Arc::new(AtomicBool::new(false));
+            desk.lend(Box::new(1));
+            let sender = {
+                let (desk, rung) = (desk.clone(), rung.clone());
+                loom::thread::spawn(move || {
+                    if let Some(state) = desk.borrow() {
+                        if desk.give_back(state) {
+                            rung.store(true, SeqCst);
+                        }
+                    }
+                })
+            };
+            let reclaimed = desk.reclaim();
+            sender.join().unwrap();
+            if reclaimed.is_none() {
+                // The reactor sleeps until rung: the sender must have rung, and the state
+                // must be back on the desk.
+                assert!(rung.load(SeqCst), "a reactor that wants its state is rung");
+                assert!(desk.reclaim().is_some(), "the state is on the desk");
+            }
+        });
     }
 }

@@ -19,16 +19,28 @@
 //! other (`tests/loom.rs` checks it).
 
 use std::io;
-use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 
-use crossbeam_queue::SegQueue;
-use mio::{Registry, Token, Waker};
+use mio::{Registry, Token};
+
+use crate::sync::{fence, AtomicBool, SegQueue};
+
+/// What actually wakes a sleeping reactor: mio's waker (a model counts wakes under loom).
+pub(crate) trait Wake {
+    fn wake(&self) -> io::Result<()>;
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) -> io::Result<()> {
+        mio::Waker::wake(self)
+    }
+}
 
 /// The reactor's doorbell, shared by its handles and itself.
 #[derive(Debug)]
-pub(crate) struct Doorbell {
+pub(crate) struct Doorbell<W = mio::Waker> {
     ready: SegQueue<usize>,
-    waker: Waker,
+    waker: W,
     /// True while the reactor is awake or a wake is on its way.
     awake: AtomicBool,
     /// Set when the reactor thread has ended, for whatever reason.
@@ -38,13 +50,19 @@ pub(crate) struct Doorbell {
 impl Doorbell {
     /// A doorbell whose waker is registered with `registry` under `token`.
     pub(crate) fn new(registry: &Registry, token: Token) -> io::Result<Self> {
-        Ok(Doorbell {
+        Ok(Doorbell::with_waker(mio::Waker::new(registry, token)?))
+    }
+}
+
+impl<W: Wake> Doorbell<W> {
+    fn with_waker(waker: W) -> Self {
+        Doorbell {
             ready: SegQueue::new(),
-            waker: Waker::new(registry, token)?,
+            waker,
             // The reactor starts awake: it looks for work before its first sleep.
             awake: AtomicBool::new(true),
             stopped: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Puts a connection on the ready list and rings.
@@ -96,5 +114,44 @@ impl Doorbell {
     /// True once the reactor thread has ended.
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(SeqCst)
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_checks {
+    use super::*;
+    use crate::sync::AtomicUsize;
+    use loom::sync::Arc;
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Arc<Wakes> {
+        fn wake(&self) -> io::Result<()> {
+            self.0.fetch_add(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_send_while_the_reactor_goes_to_sleep_is_seen_or_wakes_it() {
+        loom::model(|| {
+            let wakes = Arc::new(Wakes::default());
+            let doorbell = Arc::new(Doorbell::with_waker(wakes.clone()));
+            let sender = {
+                let doorbell = doorbell.clone();
+                loom::thread::spawn(move || {
+                    doorbell.list(7);
+                    doorbell.ring().unwrap();
+                })
+            };
+            // The reactor, out of work: it allows wakes, then looks once more.
+            doorbell.may_sleep();
+            let sleeps = !doorbell.has_ready();
+            sender.join().unwrap();
+            if sleeps {
+                assert_eq!(wakes.0.load(SeqCst), 1, "a reactor that sleeps is woken");
+            }
+        });
     }
 }

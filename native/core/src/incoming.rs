@@ -35,7 +35,7 @@
 //! by a load of the other side's variable, which needs a single total order to never miss
 //! a wake. `tests/loom.rs` model-checks both.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,6 +43,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::codec::Decoded;
 use crate::envelope::Envelope;
+use crate::sync::{fence, AtomicBool, AtomicUsize};
 use crate::transport::DisconnectReason;
 
 /// Frames of one connection, as the reactor read them: a run of small frames sharing one
@@ -150,6 +151,65 @@ struct Counters {
     closed: AtomicBool,
 }
 
+impl Counters {
+    fn new(capacity: usize) -> Self {
+        Counters {
+            frames: AtomicUsize::new(0),
+            capacity,
+            room_wanted: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Frames that can be pushed now (the reactor's view: receivers only raise it).
+    fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.frames.load(SeqCst))
+    }
+
+    /// The reactor: `n` frames are about to be pushed.
+    fn pushing(&self, n: usize) {
+        self.frames.fetch_add(n, SeqCst);
+    }
+
+    /// The reactor, with frames and no room: asks the take that makes room to say so.
+    /// False, without asking, if there is room already.
+    fn wait_for_room(&self) -> bool {
+        self.room_wanted.store(true, SeqCst);
+        fence(SeqCst);
+        if self.room() > 0 {
+            self.room_wanted.store(false, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// A receiver took `n` frames: true if the reactor waited for room (wake it).
+    fn took(&self, n: usize) -> bool {
+        self.frames.fetch_sub(n, SeqCst);
+        fence(SeqCst);
+        self.room_wanted.load(SeqCst) && self.room_wanted.swap(false, SeqCst)
+    }
+
+    /// A receiver asks to be notified; `waiting` says whether something waits already (or
+    /// the stream has ended): then it does not ask, and says false.
+    fn arm(&self, waiting: impl FnOnce() -> bool) -> bool {
+        self.armed.store(true, SeqCst);
+        fence(SeqCst);
+        if waiting() {
+            self.armed.store(false, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// The reactor, after pushing: true once per arming.
+    fn take_armed(&self) -> bool {
+        fence(SeqCst);
+        self.armed.load(SeqCst) && self.armed.swap(false, SeqCst)
+    }
+}
+
 /// The rest of a run split by a take, first in line for the next.
 struct Head(Option<Delivery>);
 
@@ -157,13 +217,7 @@ struct Head(Option<Delivery>);
 /// receivers' end.
 pub(crate) fn stream(capacity: usize) -> (Inlet, Outlet) {
     assert!(capacity > 0, "an incoming queue holds at least one frame");
-    let counters = Arc::new(Counters {
-        frames: AtomicUsize::new(0),
-        capacity,
-        room_wanted: AtomicBool::new(false),
-        armed: AtomicBool::new(false),
-        closed: AtomicBool::new(false),
-    });
+    let counters = Arc::new(Counters::new(capacity));
     let (items_tx, items_rx) = crossbeam_channel::unbounded();
     let (head_tx, head_rx) = crossbeam_channel::bounded(1);
     head_tx.send(Head(None)).expect("an empty slot");
@@ -190,17 +244,14 @@ pub(crate) struct Inlet {
 impl Inlet {
     /// Frames that can be pushed now. Only receivers change it meanwhile, and only upward.
     pub(crate) fn room(&self) -> usize {
-        let counters = &self.counters;
-        counters
-            .capacity
-            .saturating_sub(counters.frames.load(SeqCst))
+        self.counters.room()
     }
 
     /// Pushes frames; the caller checked that they fit ([`room`](Self::room)).
     pub(crate) fn push(&self, delivery: Delivery) {
         debug_assert!(delivery.len() <= self.room());
         // Counted before it can be taken, so the count never goes below zero.
-        self.counters.frames.fetch_add(delivery.len(), SeqCst);
+        self.counters.pushing(delivery.len());
         let _ = self.items.send(Received::Frames(delivery));
     }
 
@@ -212,21 +263,12 @@ impl Inlet {
     /// Called with frames to push and no room: asks the next take that makes room to say so
     /// ([`Taken::made_room`]). Returns false, without asking, if there is room already.
     pub(crate) fn wait_for_room(&self) -> bool {
-        let counters = &self.counters;
-        counters.room_wanted.store(true, SeqCst);
-        fence(SeqCst);
-        if self.room() > 0 {
-            counters.room_wanted.store(false, SeqCst);
-            return false;
-        }
-        true
+        self.counters.wait_for_room()
     }
 
     /// True once per arming by a receiver: the reactor then notifies it.
     pub(crate) fn take_armed(&self) -> bool {
-        let armed = &self.counters.armed;
-        fence(SeqCst);
-        armed.load(SeqCst) && armed.swap(false, SeqCst)
+        self.counters.take_armed()
     }
 }
 
@@ -339,11 +381,7 @@ impl Outlet {
         // The only token is this one, and its slot is empty: this never blocks.
         let _ = self.head_back.send(head);
         if taken.frames > 0 {
-            let counters = &self.counters;
-            counters.frames.fetch_sub(taken.frames, SeqCst);
-            fence(SeqCst);
-            taken.made_room =
-                counters.room_wanted.load(SeqCst) && counters.room_wanted.swap(false, SeqCst);
+            taken.made_room = self.counters.took(taken.frames);
         }
         match (taken.items, ended) {
             (0, Some(Waited::Timeout)) if matches!(wait, Wait::No) => Ok(taken),
@@ -386,14 +424,7 @@ impl Outlet {
     /// Returns false, without asking, if something waits already or the stream has ended:
     /// take it (or the end) now.
     pub(crate) fn arm(&self) -> bool {
-        let counters = &self.counters;
-        counters.armed.store(true, SeqCst);
-        fence(SeqCst);
-        if !self.is_empty() || self.is_closed() {
-            counters.armed.store(false, SeqCst);
-            return false;
-        }
-        true
+        self.counters.arm(|| !self.is_empty() || self.is_closed())
     }
 
     /// True while a consumer is armed: it waits, and has not been notified since.
@@ -402,7 +433,7 @@ impl Outlet {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::codec::{encode_frame, EncodedFrames};
@@ -580,5 +611,47 @@ mod tests {
         assert_eq!(outlet.take(1, Wait::No, &mut out), Ok(Taken::default()));
         inlet.push(one(3, b"z"));
         assert_eq!(waiting.join().unwrap(), ["3 z"]);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_checks {
+    use super::*;
+    use loom::sync::Arc;
+
+    #[test]
+    fn a_reactor_that_waits_for_room_is_woken_by_the_take_that_makes_it() {
+        loom::model(|| {
+            let counters = Arc::new(Counters::new(1));
+            counters.pushing(1);
+            let receiver = {
+                let counters = counters.clone();
+                loom::thread::spawn(move || counters.took(1))
+            };
+            let sleeps = counters.wait_for_room();
+            let woke_it = receiver.join().unwrap();
+            if sleeps {
+                assert!(woke_it, "a reactor that sleeps for room is woken");
+            }
+        });
+    }
+
+    #[test]
+    fn an_armed_receiver_is_notified_of_what_comes_after_it_armed() {
+        loom::model(|| {
+            let counters = Arc::new(Counters::new(4));
+            let reactor = {
+                let counters = counters.clone();
+                loom::thread::spawn(move || {
+                    counters.pushing(1);
+                    counters.take_armed()
+                })
+            };
+            let waits = counters.arm(|| counters.frames.load(SeqCst) > 0);
+            let notified = reactor.join().unwrap();
+            if waits {
+                assert!(notified, "a receiver that waits is notified");
+            }
+        });
     }
 }

@@ -30,6 +30,7 @@ mod lobby;
 mod mesh;
 mod outgoing;
 mod reactor;
+mod sync;
 pub mod transport;
 
 pub use envelope::Envelope;

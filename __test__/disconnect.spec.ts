@@ -113,3 +113,46 @@ test('frames queued for a peer that resets come back with the disconnect', async
   t.true(error.unsent.every((e) => e.id === id && e.payload.length === 64 * 1024))
   mesh.shutdown()
 })
+
+test("'disconnect' is emitted after every envelope of its connection was received", async (t) => {
+  // The peer writes its frames and closes at once; the receiving loop must have every one
+  // of them when the event comes, in each of ten rounds.
+  const frames = 2000
+  for (let round = 0; round < 10; round++) {
+    const mesh = new Mesh(64, 8)
+    const [peer, id] = await rawPeer(mesh)
+    peer.on('error', () => {})
+    const received: number[] = []
+    const announced = new Promise<number>((resolve) =>
+      mesh.once('disconnect', (disconnected) => {
+        t.is(disconnected, id)
+        resolve(received.length)
+      }),
+    )
+    peer.end(Buffer.concat(Array.from({ length: frames }, (_, n) => frame(numbered(n)))))
+    const receiving = (async () => {
+      for await (const envelope of mesh) {
+        received.push(numberOf(envelope.payload))
+        if (received.length === frames) return
+      }
+    })()
+    await receiving
+    t.is(await announced, frames, `round ${round}: the event came after the last envelope`)
+    t.deepEqual(
+      received,
+      Array.from({ length: frames }, (_, n) => n),
+    )
+    mesh.shutdown()
+  }
+})
+
+test("'disconnect' reaches a mesh that only sends", async (t) => {
+  const mesh = new Mesh(8, 8)
+  const [peer, id] = await rawPeer(mesh)
+  const announced = nextDisconnect(mesh)
+  peer.end()
+  const [disconnected, error] = await announced
+  t.is(disconnected, id)
+  t.is(error.code, 'ERR_WIREMESH_DISCONNECT_EOF')
+  mesh.shutdown()
+})

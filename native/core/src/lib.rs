@@ -42,5 +42,5 @@ pub use error::{
 pub use incoming::{Delivery, Disconnect, Received};
 pub use lobby::{Lobby, OperationId};
 pub use mesh::{Disconnects, Incoming, Mesh, Notified, Outgoing, Removal, WeakMesh};
-pub use reactor::Notify;
+pub use reactor::{Notify, QUANTUM};
 pub use transport::{Connecting, Connection, Listener, Stream, TcpTransport, Transport};

@@ -178,3 +178,39 @@ fn frames_queued_for_a_peer_that_resets_come_back_in_the_notice() {
         .iter()
         .all(|e| e.id() == id && e.payload().len() == payload_len));
 }
+
+#[test]
+fn a_notice_comes_after_every_envelope_its_connection_sent() {
+    // The peer writes its frames and closes at once: the notice must not be seen before
+    // the last of them has been received, in every one of several rounds.
+    const FRAMES: u64 = 3_000;
+    let transport = TcpTransport::default();
+    for _ in 0..10 {
+        let mesh = Mesh::new(64, 8).unwrap();
+        let (mut raw, id) = raw_peer(&mesh, &transport);
+        let mut wire = Vec::new();
+        for i in 0..FRAMES {
+            wire.extend(frame(&numbered(i, 16)));
+        }
+        write_all(&mut raw, &wire);
+        drop(raw);
+        let disconnects = mesh.disconnects();
+        let mut next = 0;
+        let deadline = Instant::now() + PATIENCE;
+        while next < FRAMES {
+            assert!(Instant::now() < deadline, "stuck at {next}");
+            assert!(
+                disconnects.try_recv().is_none(),
+                "the notice came with {next} of {FRAMES} envelopes received"
+            );
+            if let Ok(envelope) = mesh.try_recv() {
+                assert_eq!((envelope.id(), number(envelope.payload())), (id, next));
+                next += 1;
+            }
+        }
+        let notice = disconnect(&mesh);
+        assert_eq!(notice.id, id);
+        assert!(matches!(notice.reason, DisconnectReason::Eof));
+        mesh.shutdown();
+    }
+}

@@ -63,10 +63,20 @@ export function nativeConnection(connection: Connection): native.NativeConnectio
   return natives.get(connection)
 }
 
+/** An operation waiting for its connection's earlier ones to end. */
+interface Turn {
+  /** Starts it (its signal and timer stop watching). */
+  run(): void
+}
+
 /**
  * A framed connection. Before it joins a mesh it can exchange frames itself (`send`,
  * `recv`), for handshakes; once added to a mesh it is spent, and using it is an error.
  * `Mesh.remove` hands back a new `Connection` with the framing state.
+ *
+ * It does one operation at a time: a `send` or `recv` called while another runs waits for
+ * its turn. Its `signal` and `timeout` count from the call, so they also end it while it
+ * waits.
  */
 export class Connection {
   /** This end's endpoint (`tcp://ip:port`). */
@@ -74,7 +84,10 @@ export class Connection {
   /** The peer's endpoint (`tcp://ip:port`). */
   readonly remoteEndpoint: string
   #native: native.NativeConnection
-  #last: Promise<unknown> = Promise.resolve()
+  /** An operation is under way (in the lobby, or about to be). */
+  #running = false
+  /** Operations waiting for their turn, oldest first. */
+  #waiting: Turn[] = []
   /** The operation under way, so that `disconnect` can end it at once. */
   #current: { id: number; reject(error: Error): void; aborted: () => Error } | null = null
 
@@ -104,19 +117,24 @@ export class Connection {
     } catch (error) {
       return Promise.reject(error)
     }
-    return this.#serial(() => {
-      if (checked.signal?.aborted) throw sendFailure({ kind: 'Aborted', message: 'the send was aborted' })
-      const started = this.#native.send(buffer, nativeTimeout(checked.timeout))
-      if (isFailure(started)) throw sendFailure(started)
-      return this.#track(
-        started,
-        (done) => {
-          if (done.failure) throw sendFailure(done.failure)
-        },
-        () => sendFailure({ kind: 'Aborted', message: 'the connection was disconnected during the send' }),
-        checked.signal,
-      )
-    })
+    const { signal } = checked
+    return this.#turn(
+      (timeout) => {
+        const started = this.#native.send(buffer, nativeTimeout(timeout))
+        if (isFailure(started)) throw sendFailure(started)
+        return this.#track(
+          started,
+          (done) => {
+            if (done.failure) throw sendFailure(done.failure)
+          },
+          () => sendFailure({ kind: 'Aborted', message: 'the connection was disconnected during the send' }),
+          signal,
+        )
+      },
+      checked,
+      () => withCause(sendFailure({ kind: 'Aborted', message: 'the send was aborted' }), signal),
+      () => sendFailure({ kind: 'Timeout', message: 'timed out waiting for the earlier operations to end' }),
+    )
   }
 
   /** Reads one frame, never past its end: later frames stay for whoever reads next. */
@@ -127,20 +145,25 @@ export class Connection {
     } catch (error) {
       return Promise.reject(error)
     }
-    return this.#serial(() => {
-      if (checked.signal?.aborted) throw recvFailure({ kind: 'Aborted', message: 'the recv was aborted' })
-      const started = this.#native.recv(nativeTimeout(checked.timeout))
-      if (isFailure(started)) throw recvFailure(started)
-      return this.#track(
-        started,
-        (done) => {
-          if (done.failure) throw recvFailure(done.failure)
-          return done.payload as Buffer
-        },
-        () => recvFailure({ kind: 'Aborted', message: 'the connection was disconnected during the recv' }),
-        checked.signal,
-      )
-    })
+    const { signal } = checked
+    return this.#turn(
+      (timeout) => {
+        const started = this.#native.recv(nativeTimeout(timeout))
+        if (isFailure(started)) throw recvFailure(started)
+        return this.#track(
+          started,
+          (done) => {
+            if (done.failure) throw recvFailure(done.failure)
+            return done.payload as Buffer
+          },
+          () => recvFailure({ kind: 'Aborted', message: 'the connection was disconnected during the recv' }),
+          signal,
+        )
+      },
+      checked,
+      () => withCause(recvFailure({ kind: 'Aborted', message: 'the recv was aborted' }), signal),
+      () => recvFailure({ kind: 'Timeout', message: 'timed out waiting for the earlier operations to end' }),
+    )
   }
 
   /**
@@ -155,6 +178,70 @@ export class Connection {
       abandon(current.id)
       current.reject(current.aborted())
     }
+  }
+
+  /**
+   * Runs `operation` (given the time left of its timeout) once the operations before it
+   * have ended. A signal aborted before the call rejects at once; one that aborts, or a
+   * timeout that passes, while the operation waits for its turn rejects it then.
+   */
+  #turn<T>(
+    operation: (timeout: number | undefined) => Promise<T>,
+    { signal, timeout }: { signal?: AbortSignal; timeout?: number },
+    aborted: () => Error,
+    timedOut: () => Error,
+  ): Promise<T> {
+    if (signal?.aborted) return Promise.reject(aborted())
+    return new Promise<T>((resolve, reject) => {
+      const deadline = timeout === undefined ? undefined : performance.now() + timeout
+      const run = () => {
+        this.#running = true
+        let started: Promise<T>
+        try {
+          const left = deadline === undefined ? undefined : Math.max(0, deadline - performance.now())
+          started = operation(left)
+        } catch (error) {
+          started = Promise.reject(error)
+        }
+        const next = () => {
+          this.#running = false
+          this.#waiting.shift()?.run()
+        }
+        started.then(
+          (value) => {
+            next()
+            resolve(value)
+          },
+          (error: unknown) => {
+            next()
+            reject(error)
+          },
+        )
+      }
+      if (!this.#running && this.#waiting.length === 0) return run()
+      let timer: NodeJS.Timeout | undefined
+      const stopWatching = () => {
+        if (timer !== undefined) clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+      }
+      const leave = (error: Error) => {
+        const at = this.#waiting.indexOf(turn)
+        if (at === -1) return
+        this.#waiting.splice(at, 1)
+        stopWatching()
+        reject(error)
+      }
+      const onAbort = () => leave(aborted())
+      const turn: Turn = {
+        run: () => {
+          stopWatching()
+          run()
+        },
+      }
+      this.#waiting.push(turn)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      if (timeout !== undefined) timer = setTimeout(() => leave(timedOut()), timeout)
+    })
   }
 
   /** Waits for operation `id`, which `disconnect` can end at once. */
@@ -179,14 +266,35 @@ export class Connection {
       )
     })
   }
+}
 
-  /** Runs operations one after the other: a connection does one thing at a time. */
-  #serial<T>(operation: () => Promise<T>): Promise<T> {
-    const run = async (): Promise<T> => operation()
-    const result = this.#last.then(run, run)
-    this.#last = result.catch(() => undefined)
-    return result
-  }
+/** `error`, with the signal's reason as its `cause` (an `Aborted` error of an aborted signal). */
+function withCause<E extends Error>(error: E, signal: AbortSignal | undefined): E {
+  if (signal?.aborted) Object.defineProperty(error, 'cause', { value: signal.reason, configurable: true })
+  return error
+}
+
+/**
+ * `promise`, unless `signal` aborts first (then it rejects with `aborted()`) or `timeout`
+ * milliseconds pass first (then with `timedOut()`).
+ */
+function bounded<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  aborted: () => Error,
+  timeout: number | undefined,
+  timedOut: () => Error,
+): Promise<T> {
+  if (signal === undefined && timeout === undefined) return promise
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(aborted())
+    signal?.addEventListener('abort', onAbort, { once: true })
+    const timer = timeout === undefined ? undefined : setTimeout(() => reject(timedOut()), timeout)
+    promise.then(resolve, reject).finally(() => {
+      signal?.removeEventListener('abort', onAbort)
+      if (timer !== undefined) clearTimeout(timer)
+    })
+  })
 }
 
 function sendFailure(failure: native.Failure): SendError {
@@ -221,12 +329,18 @@ export class Listener implements AsyncIterable<Connection> {
       return Promise.reject(error)
     }
     if (checked.signal?.aborted) {
-      return Promise.reject(new AcceptError(AcceptErrorKind.Aborted, 'the accept was aborted'))
+      return Promise.reject(
+        withCause(new AcceptError(AcceptErrorKind.Aborted, 'the accept was aborted'), checked.signal),
+      )
     }
-    const id = this.#native.accept(nativeTimeout(checked.timeout))
+    const listener = this.#native
+    const id = listener.accept(nativeTimeout(checked.timeout))
     return completion(
       id,
       (done) => {
+        // The accept holds its listener until it ends: a listener collected meanwhile
+        // would close its socket under it.
+        held(listener)
         if (done.failure) throw new AcceptError(done.failure.kind as AcceptErrorKind, done.failure.message)
         return new Connection(done.connection as native.NativeConnection)
       },
@@ -298,12 +412,15 @@ export class TcpTransport {
     if (!this.#native.accepts(endpoint)) {
       throw new ConnectError(ConnectErrorKind.InvalidEndpoint, `not a valid endpoint: ${JSON.stringify(endpoint)}`)
     }
-    const aborted = () => new ConnectError(ConnectErrorKind.Aborted, `the connection to ${endpoint} was aborted`)
+    const aborted = () =>
+      withCause(new ConnectError(ConnectErrorKind.Aborted, `the connection to ${endpoint} was aborted`), signal)
     if (signal?.aborted) throw aborted()
-    const started = Date.now()
-    const address = await resolve(endpoint)
+    const started = performance.now()
+    // The signal and the timeout bound the host name's lookup too.
+    const timedOut = () => new ConnectError(ConnectErrorKind.Timeout, `timed out resolving the host of ${endpoint}`)
+    const address = await bounded(resolve(endpoint), signal, aborted, timeout, timedOut)
     if (signal?.aborted) throw aborted()
-    const left = timeout === undefined ? undefined : Math.max(0, timeout - (Date.now() - started))
+    const left = timeout === undefined ? undefined : Math.max(0, timeout - (performance.now() - started))
     const id = this.#native.connect(address, nativeTimeout(left))
     if (isFailure(id)) throw new ConnectError(id.kind as ConnectErrorKind, `${id.message} (${endpoint})`)
     return completion(
@@ -333,6 +450,11 @@ async function resolve(endpoint: string): Promise<string> {
   } catch (error) {
     throw new ConnectError(ConnectErrorKind.IoError, `could not resolve ${bare}: ${(error as Error).message}`)
   }
+}
+
+/** Keeps `value` reachable from the closure that calls it. */
+function held(value: unknown): void {
+  void value
 }
 
 /** Splinter's name for {@link TcpTransport}: the same class. */

@@ -40,7 +40,7 @@ pub use error::{
     TryRecvError,
 };
 pub use incoming::{Delivery, Disconnect, Received};
-pub use lobby::{Lobby, OperationId};
+pub use lobby::{Done, Handed, ListenerId, Lobby, OperationId};
 pub use mesh::{Disconnects, Incoming, Mesh, Notified, Outgoing, Removal, WeakMesh};
 pub use reactor::{Notify, QUANTUM};
 pub use transport::{Connecting, Connection, Listener, Stream, TcpTransport, Transport};

@@ -23,7 +23,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -118,11 +120,7 @@ impl Ending {
 }
 
 enum Command {
-    Start {
-        id: OperationId,
-        operation: Box<Operation>,
-        deadline: Option<Instant>,
-    },
+    Start(Start),
     Cancel(OperationId),
     Listen {
         id: ListenerId,
@@ -130,6 +128,31 @@ enum Command {
     },
     CloseListener(ListenerId),
     Shutdown,
+}
+
+/// An operation on its way to the loop. It ends itself with `Aborted` if it is dropped
+/// before the loop takes it: its command could not be sent, or the loop stopped with it
+/// still in the channel (dropping the channel's receiver drops what it holds).
+struct Start {
+    id: OperationId,
+    operation: Option<Box<Operation>>,
+    deadline: Option<Instant>,
+}
+
+impl Start {
+    /// The operation, for the loop to run; the guard is disarmed.
+    fn take(mut self) -> (OperationId, Operation, Option<Instant>) {
+        let operation = self.operation.take().expect("taken once");
+        (self.id, *operation, self.deadline)
+    }
+}
+
+impl Drop for Start {
+    fn drop(&mut self) {
+        if let Some(operation) = self.operation.take() {
+            operation.end(self.id, Ending::Aborted);
+        }
+    }
 }
 
 /// An event loop for connections outside any mesh; see the module documentation.
@@ -172,6 +195,9 @@ pub struct Lobby {
 
 struct Shared {
     commands: Sender<Command>,
+    /// Set by [`Lobby::shutdown`]: the loop stops without taking the commands queued
+    /// before (they end with `Aborted`), however many there are.
+    stopping: Arc<AtomicBool>,
     waker: Waker,
     next_id: AtomicU64,
     thread: ArrayQueue<JoinHandle<()>>,
@@ -189,9 +215,11 @@ impl Lobby {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut event_loop = EventLoop {
             poll,
             commands: commands_rx,
+            stopping: stopping.clone(),
             operations: FxHashMap::default(),
             listeners: FxHashMap::default(),
             deadlines: BinaryHeap::new(),
@@ -202,6 +230,7 @@ impl Lobby {
             .spawn(move || event_loop.run())?;
         let shared = Shared {
             commands: commands_tx,
+            stopping,
             waker,
             // Ids count from 1 (0 never names an operation); listeners share the counter.
             next_id: AtomicU64::new(1),
@@ -281,7 +310,9 @@ impl Lobby {
         self.command(Command::Cancel(operation));
     }
 
-    /// Stops the loop and waits for its thread; operations under way end with `Aborted`.
+    /// Stops the loop and waits for its thread; operations under way end with `Aborted`,
+    /// as do those still on their way to the loop and any started from now on. It does
+    /// not wait for the loop to take the commands queued before it.
     pub fn shutdown(&self) {
         self.shared.shutdown();
     }
@@ -293,32 +324,29 @@ impl Lobby {
 
     fn start(&self, operation: Operation, deadline: Option<Instant>) -> OperationId {
         let id = self.next_id();
-        self.command(Command::Start {
+        self.command(Command::Start(Start {
             id,
-            operation: Box::new(operation),
+            operation: Some(Box::new(operation)),
             deadline,
-        });
+        }));
         id
     }
 
     fn command(&self, command: Command) {
-        match self.shared.commands.send(command) {
-            Ok(()) => {
-                // A failed wake means the loop is gone; its end answered or will answer.
-                let _ = self.shared.waker.wake();
-            }
-            // The loop has stopped: end what was asked here and now.
-            Err(crossbeam_channel::SendError(command)) => {
-                if let Command::Start { id, operation, .. } = command {
-                    operation.end(id, Ending::Aborted);
-                }
-            }
+        // A command the loop will never take (it has stopped) is dropped here, or with the
+        // channel when the loop ends: an operation's `Start` then ends it with `Aborted`.
+        if self.shared.commands.send(command).is_ok() {
+            // A failed wake means the loop is gone; its end answered or will answer.
+            let _ = self.shared.waker.wake();
         }
     }
 }
 
 impl Shared {
     fn shutdown(&self) {
+        // Release/Acquire: nothing is published through the flag but the request itself;
+        // the loop sees it at its next check at the latest after the wake.
+        self.stopping.store(true, Release);
         let _ = self.commands.send(Command::Shutdown);
         let _ = self.waker.wake();
         if let Some(thread) = self.thread.pop() {
@@ -349,6 +377,7 @@ struct Listening {
 struct EventLoop {
     poll: Poll,
     commands: Receiver<Command>,
+    stopping: Arc<AtomicBool>,
     operations: FxHashMap<OperationId, Waiting>,
     listeners: FxHashMap<ListenerId, Listening>,
     /// Deadlines of operations, earliest first; entries of ended operations are skipped.
@@ -359,7 +388,7 @@ struct EventLoop {
 impl EventLoop {
     fn run(&mut self) {
         let mut events = Events::with_capacity(EVENTS);
-        while self.running {
+        while self.running && !self.stopping.load(Acquire) {
             let timeout = self.expire();
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != io::ErrorKind::Interrupted {
@@ -375,13 +404,28 @@ impl EventLoop {
                     Token(token) => self.advance(token as OperationId),
                 }
             }
-            while let Ok(command) = self.commands.try_recv() {
-                self.command(command);
+            // Only the commands there now: threads that keep sending more can neither keep
+            // the loop from its sockets nor keep a shutdown from stopping it.
+            for _ in 0..self.commands.len() {
+                if !self.running || self.stopping.load(Acquire) {
+                    break;
+                }
+                match self.commands.try_recv() {
+                    Ok(command) => self.command(command),
+                    Err(_) => break,
+                }
             }
         }
         for (id, waiting) in self.operations.drain() {
             waiting.operation.end(id, Ending::Aborted);
         }
+        // Operations still in the channel, and any sent until it is gone, end with
+        // `Aborted` as the receiver drops them; sends after that fail, and their senders
+        // end them.
+        drop(std::mem::replace(
+            &mut self.commands,
+            crossbeam_channel::never(),
+        ));
     }
 
     /// Ends the operations whose deadline has passed; returns how long until the next one.
@@ -405,11 +449,10 @@ impl EventLoop {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Start {
-                id,
-                operation,
-                deadline,
-            } => self.start(id, *operation, deadline),
+            Command::Start(start) => {
+                let (id, operation, deadline) = start.take();
+                self.start(id, operation, deadline)
+            }
             Command::Cancel(id) => self.end(id, Ending::Aborted),
             Command::Listen { id, mut listener } => {
                 let token = Token(id as usize | LISTENER);
@@ -558,6 +601,13 @@ impl EventLoop {
     fn end(&mut self, id: OperationId, why: Ending) {
         if let Some(waiting) = self.operations.remove(&id) {
             let mut operation = waiting.operation;
+            if let Operation::Accept { listener, .. } = &operation {
+                // Out of its listener's line, wherever it waits in it: cancelled or timed
+                // out accepts behind a long wait would pile up there.
+                if let Some(listening) = self.listeners.get_mut(listener) {
+                    listening.accepts.retain(|accept| *accept != id);
+                }
+            }
             self.deregister(&mut operation);
             operation.end(id, why);
         }

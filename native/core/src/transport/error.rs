@@ -128,7 +128,8 @@ pub enum ConnectionError {
     Protocol(FrameError),
     /// The deadline passed before the operation finished (what had arrived is kept).
     TimedOut,
-    /// The operation was cancelled (and the connection closed).
+    /// The operation was cancelled; the connection is handed back with what had arrived of
+    /// a frame (whoever cancelled decides whether to close it).
     Aborted,
     /// The payload is longer than the connection's maximum frame size.
     TooLarge(usize),

@@ -227,10 +227,14 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    fn accept_once(&mut self) -> io::Result<Connection> {
+    /// Takes the next connection from the backlog: `Ok(None)` if that one cannot be used.
+    fn accept_once(&mut self) -> io::Result<Option<Connection>> {
         let (stream, _) = self.listener.accept()?;
         // Accepted sockets may inherit the listener's blocking mode: `connection` sets it.
-        self.transport.connection(stream.into())
+        // A connection the peer reset while it waited in the backlog fails here (it has no
+        // peer address any more): that concerns it alone, not the listener, so it is
+        // skipped (closed) and the next one is taken.
+        Ok(self.transport.connection(stream.into()).ok())
     }
 }
 
@@ -248,8 +252,10 @@ impl Listener for TcpListener {
         socket.set_nonblocking(false).map_err(AcceptError::Io)?;
         let result = loop {
             match self.accept_once() {
+                Ok(Some(connection)) => break Ok(connection),
+                Ok(None) => {}
                 Err(err) if transient(&err) => {}
-                other => break other,
+                Err(err) => break Err(err),
             }
         };
         let restored = SockRef::from(&self.listener).set_nonblocking(true);
@@ -261,7 +267,8 @@ impl Listener for TcpListener {
     fn try_accept(&mut self) -> Result<Option<Connection>, AcceptError> {
         loop {
             match self.accept_once() {
-                Ok(connection) => return Ok(Some(connection)),
+                Ok(Some(connection)) => return Ok(Some(connection)),
+                Ok(None) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(err) if transient(&err) => {}
                 Err(err) => return Err(AcceptError::Io(err)),

@@ -14,6 +14,7 @@ import { once } from 'node:events'
 
 import wiremesh from '../index.js'
 import binding from '../binding.js'
+import { nativeConnection } from '../lib/transports.js'
 
 const { Envelope, Mesh, SendError, SendErrorKind, TcpTransport } = wiremesh
 const MESSAGES = 1_000_000
@@ -32,7 +33,7 @@ function median(values) {
 // The per-message path: a native mesh of its own, with its own connection to the sink.
 const nativeMesh = new binding.NativeMesh(16, 1024)
 const hot = nativeMesh.hot()
-const connection = await new binding.NativeTransport(16 * 1024 * 1024, true).connect(`127.0.0.1:${sink.address().port}`)
+const connection = nativeConnection(await new TcpTransport().connect(`127.0.0.1:${sink.address().port}`))
 const nativeId = nativeMesh.add(connection)
 if (!(nativeId >= 0)) throw new Error(`the native mesh refused the connection (${nativeId})`)
 

@@ -204,8 +204,8 @@ pub fn mesh_send(hot: &External<HotMesh>, id: f64, payload: BufferSlice) -> Send
 /// Sends many frames to many connections: `bytes[..len]` holds whole frames (header and
 /// payload each), cut into runs by `runs`, `count` pairs of (connection id, end offset of
 /// its run); run `i` starts where run `i - 1` ends. Each run is sent all or none
-/// (`Mesh::send_batch`: written from `bytes` when the reactor sleeps, else copied once and
-/// queued). Returns `null` if every run was accepted, else (run index, [`SendStatus`])
+/// (`Mesh::send_batch`: one connection's, written from `bytes` when the reactor sleeps;
+/// else copied once and queued). Returns `null` if every run was accepted, else (run index, [`SendStatus`])
 /// pairs for those that were not. Throws if the runs are out of the bytes' bounds (having
 /// sent nothing) or a run is not whole frames (the runs before it were sent): either is a
 /// bug in the package, whose outbox writes whole frames.
@@ -242,7 +242,7 @@ pub fn mesh_send_encoded(
     if start != len {
         return Err(Error::new(Status::InvalidArg, "bytes after the last run"));
     }
-    let refused = hot.mesh.send_batch(&bytes[..len], cut);
+    let refused = hot.mesh.send_batch(&bytes[..len], &cut);
     if refused.is_empty() {
         return Ok(None);
     }

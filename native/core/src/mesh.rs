@@ -269,23 +269,30 @@ impl Mesh {
     /// frames into one buffer (the Node binding's outbox). Returns the runs it refused,
     /// by index, with why; nothing of theirs was sent.
     ///
-    /// When the reactor sleeps, the sender takes its state from its desk instead of waking
-    /// it ([`crate::desk`]): an idle connection's frames are written at once from `bytes`,
-    /// another's are queued and written by the sender as the reactor would. Otherwise the
-    /// frames are copied (once for the whole batch) and queued. Either way a connection's
-    /// frames leave in the order they were accepted.
+    /// When the batch is for one connection and the reactor sleeps, the sender takes its
+    /// state from its desk instead of waking it ([`crate::desk`]): an idle connection's
+    /// frames are written at once from `bytes`, a busy one's are queued and written by the
+    /// sender as the reactor would. Otherwise the frames are copied (once for the whole
+    /// batch) and queued for the reactor. Either way a connection's frames leave in the
+    /// order they were accepted.
     pub fn send_batch(
         &self,
         bytes: &[u8],
-        runs: impl IntoIterator<Item = (usize, std::ops::Range<usize>)>,
+        runs: &[(usize, std::ops::Range<usize>)],
     ) -> Vec<(usize, BatchError)> {
         let shared = self.shared();
         let queues = shared.queues.pin();
         let mut refused = Vec::new();
-        let mut state = shared.desk.borrow();
+        // Only a batch for one connection is written by the sender: one for many would
+        // make it a system call per connection, each write small, where the reactor writes
+        // them all at its pace, each with what has gathered by then.
+        let mut state = match runs.len() {
+            1 => shared.desk.borrow(),
+            _ => None,
+        };
         let mut ring = false;
         let mut copied: Option<Arc<[u8]>> = None;
-        for (index, (id, range)) in runs.into_iter().enumerate() {
+        for (index, (id, range)) in runs.iter().cloned().enumerate() {
             let wire = &bytes[range.clone()];
             let (count, largest) = match codec::scan(wire) {
                 Ok(counted) => counted,

@@ -206,11 +206,15 @@ impl OutgoingQueue {
     pub(crate) fn unschedule(&self) -> bool {
         match self.schedule.compare_exchange(SCHEDULED, 0, SeqCst, SeqCst) {
             Ok(_) => false,
-            Err(_) => {
-                // A frame landed since the last look: keep the schedule and look again.
+            // A frame landed since the last look (LANDED is only ever set beside
+            // SCHEDULED): keep the schedule and look again.
+            Err(actual) if actual & LANDED != 0 => {
                 self.schedule.fetch_and(!LANDED, SeqCst);
                 true
             }
+            // Not scheduled at all: the owner wrote a backlog a direct write left, with
+            // nothing queued. Nothing to give up.
+            Err(_) => false,
         }
     }
 
@@ -357,6 +361,20 @@ mod tests {
         );
         assert!(queue.pop_into(&mut backlog));
         assert!(!queue.take_room_wanted_at_low_water(), "once per want_room");
+    }
+
+    #[test]
+    fn unscheduling_a_queue_nobody_scheduled_gives_nothing_up() {
+        // After a direct write, the owner writes what the socket did not take and then
+        // unschedules a queue that was never scheduled: it must not loop.
+        let queue = idle(4);
+        assert!(queue.is_idle());
+        assert!(
+            !queue.unschedule(),
+            "nothing landed, nothing to look at again"
+        );
+        assert!(!queue.unschedule());
+        assert!(queue.push(vec![1]).unwrap(), "the next push schedules it");
     }
 
     #[test]

@@ -2,7 +2,7 @@ import test from 'ava'
 
 import * as wiremesh from '../index'
 import { Envelope, Mesh, TcpTransport } from '../index'
-import { connectionPair } from './helpers'
+import { connectionPair, meshPair as meshPairFor } from './helpers'
 
 const classes = {
   AddError: wiremesh.AddErrorKind,
@@ -108,4 +108,81 @@ test('after shutdown: add is refused with Shutdown, sends are Disconnected, rece
   t.throws(() => mesh.tryRecv(), { code: 'ERR_WIREMESH_RECV_SHUTDOWN' })
   mesh.shutdown()
   server.disconnect()
+})
+
+test('a connection refused by a mesh that has shut down is still usable', async (t) => {
+  const mesh = new Mesh(1, 1)
+  mesh.shutdown()
+  const [client, server] = await connectionPair()
+  t.throws(() => mesh.add(client), { code: 'ERR_WIREMESH_ADD_SHUTDOWN' })
+  t.false(client.spent)
+  await client.send('still mine')
+  t.is((await server.recv()).toString(), 'still mine')
+  client.disconnect()
+  server.disconnect()
+})
+
+test('every code is a literal of the codes table, and code narrows kind in TypeScript', (t) => {
+  const error: wiremesh.SendError = new wiremesh.SendError(wiremesh.SendErrorKind.Full, 'full', new Envelope(1, 'x'))
+  // Compiles only because `code` narrows the union: a Full error's envelope is an Envelope.
+  switch (error.code) {
+    case 'ERR_WIREMESH_SEND_FULL': {
+      const envelope: Envelope = error.envelope
+      t.is(envelope.payload.toString(), 'x')
+      break
+    }
+    default:
+      t.fail(`unexpected ${error.code}`)
+  }
+  for (const [name, table] of Object.entries(wiremesh.codes)) {
+    const kinds = classes[name as keyof typeof classes]
+    t.deepEqual(Object.keys(table).sort(), Object.values(kinds).sort(), `${name}: a code per kind`)
+    for (const code of Object.values(table)) t.regex(code, /^ERR_WIREMESH_[A-Z_]+$/)
+  }
+  t.is(wiremesh.codes.SendError.Full, 'ERR_WIREMESH_SEND_FULL')
+})
+
+test('instanceof works across two installed copies of the package', (t) => {
+  // A second copy of the errors module, as a second install would load it.
+  const path = require.resolve('../lib/errors')
+  const first = require(path) as typeof import('../lib/errors')
+  delete require.cache[path]
+  const second = require(path) as typeof import('../lib/errors')
+  t.not(first.SendError, second.SendError, 'two copies of the class')
+  const error = new second.SendError(second.SendErrorKind.Full, 'full', null)
+  t.true(error instanceof first.SendError)
+  t.true(error instanceof first.MeshError)
+  t.false(error instanceof first.RecvError)
+  t.false(new Error('plain') instanceof first.MeshError)
+  t.false({ kind: 'Full' } instanceof first.SendError)
+})
+
+test('a mutated envelope cannot change what is sent', async (t) => {
+  const mesh = new Mesh(8, 8)
+  const [client, server] = await meshPairFor(mesh)
+  const envelope = new Envelope(client, 'original')
+  // The fields are getters: assigning throws in strict code and is ignored in sloppy code.
+  for (const [field, value] of [
+    ['payload', 'text'],
+    ['payload', null],
+    ['id', client + 0.5],
+    ['id', 'x'],
+  ] as const) {
+    try {
+      ;(envelope as unknown as Record<string, unknown>)[field] = value
+    } catch (error) {
+      t.true(error instanceof TypeError)
+    }
+  }
+  t.is(envelope.id, client)
+  t.is(envelope.payload.toString(), 'original')
+  mesh.send(envelope)
+  const received = await mesh.recv()
+  t.is(received.id, server)
+  t.is(received.payload.toString(), 'original')
+  t.throws(() => mesh.send({ id: client, payload: 'forged' } as unknown as Envelope), {
+    instanceOf: TypeError,
+    code: 'ERR_INVALID_ARG_TYPE',
+  })
+  mesh.shutdown()
 })

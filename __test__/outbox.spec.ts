@@ -139,3 +139,22 @@ test('a payload over the limit is refused at the call, others to the same connec
   await sleep(1)
   mesh.shutdown()
 })
+
+test("the outbox writes the core codec's literal frames", async (t) => {
+  // The same vectors as `encodes_literal_bytes` in native/core/src/codec.rs: the outbox
+  // encodes headers in JavaScript (one copy per send, see benchmark/send-batching.mjs),
+  // and they must be the codec's bytes exactly.
+  const mesh = new Mesh(8, 64)
+  const [peer, id] = await rawPeer(mesh)
+  const received: Buffer[] = []
+  peer.on('data', (chunk: Buffer) => received.push(chunk))
+  mesh.send(new Envelope(id, Buffer.alloc(0)))
+  mesh.send(new Envelope(id, Buffer.from([1])))
+  mesh.send(new Envelope(id, 'ab'))
+  const expected = Buffer.from([0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 2, 0x61, 0x62])
+  const deadline = Date.now() + 5000
+  while (Buffer.concat(received).length < expected.length && Date.now() < deadline) await sleep(5)
+  t.deepEqual(Buffer.concat(received), expected)
+  peer.destroy()
+  mesh.shutdown()
+})

@@ -10,7 +10,8 @@
 //! - the queues (private): each connection's bounded outgoing queue, and the incoming
 //!   stream of frames and notices ([`Received`]), bounded in frames.
 //! - the doorbell and the reactor (private): one thread, one `mio::Poll`, that owns every
-//!   connection of a mesh and does all of their I/O.
+//!   connection of a mesh and does all of their I/O; and its desk, where it leaves that
+//!   state, by value, while it sleeps, for a sender to write with instead of waking it.
 //! - [`Mesh`]: the handle a program uses: add and remove connections, send by id, receive
 //!   from all; [`Notified`] for a consumer in an event loop.
 //! - [`Lobby`]: an event loop for connections outside any mesh (connecting, accepting,

@@ -10,6 +10,10 @@
 //!   connection's bounded queue and returns. A full queue is [`SendError::Full`], carrying
 //!   the envelope. An id the mesh never gave out is `NotFound`; one whose connection has
 //!   left is `Disconnected`, however long ago it left.
+//! - [`Mesh::send_batch`] and [`Mesh::send_from`] send from the caller's buffer, for callers
+//!   that batch their own sends: when the batch is for one connection and the reactor
+//!   sleeps, the caller takes the reactor's state from its desk and writes, instead of
+//!   waking it (the desk, `desk.rs`); otherwise they copy and queue. Never blocking either.
 //! - Receiving takes envelopes from one bounded incoming stream shared by every handle
 //!   ([`Mesh::clone`], [`Incoming`]); envelopes are distributed among the receivers.
 //! - A connection the reactor removes by itself (end of stream, reset, protocol error) is
@@ -270,7 +274,7 @@ impl Mesh {
     /// by index, with why; nothing of theirs was sent.
     ///
     /// When the batch is for one connection and the reactor sleeps, the sender takes its
-    /// state from its desk instead of waking it ([`crate::desk`]): an idle connection's
+    /// state from its desk instead of waking it (the desk, `desk.rs`): an idle connection's
     /// frames are written at once from `bytes`, a busy one's are queued and written by the
     /// sender as the reactor would. Otherwise the frames are copied (once for the whole
     /// batch) and queued for the reactor. Either way a connection's frames leave in the

@@ -112,15 +112,17 @@ export class Inbox {
   /** Up to `max` envelopes waiting, without waiting (none: an empty array). */
   takeMany(max: number): Envelope[] {
     const out: Envelope[] = []
-    while (out.length < max) {
-      if (this.#head === this.#ready.length) {
-        if (this.#fill(Math.min(max - out.length, BATCH_MAX)) !== undefined) break
-        continue
-      }
-      const item = this.#ready[this.#head]
-      this.#ready[this.#head++] = undefined as unknown as Envelope
+    const ready = this.#ready
+    while (out.length < max && this.#head < ready.length) {
+      const item = ready[this.#head]
+      ready[this.#head++] = undefined as unknown as Envelope
       if (item instanceof Notice) this.#owner.onNotice(item)
       else out.push(item)
+    }
+    // Then straight from native code into `out`; the wake is armed only if nothing came.
+    while (out.length < max) {
+      const arm = out.length === 0
+      if (this.#fill(Math.min(max - out.length, BATCH_MAX), arm, out) !== undefined) break
     }
     if (out.length > 0) this.#taken()
     return out
@@ -153,28 +155,33 @@ export class Inbox {
   }
 
   /**
-   * Takes a batch from the native queue into `ready`; returns {@link ARMED} or
-   * {@link STOPPED} if there was nothing.
+   * Takes a batch from the native queue into `ready` (or `into`); if there was nothing,
+   * returns {@link STOPPED} if nothing will come, else {@link ARMED} (with the wake armed,
+   * if `arm`).
    */
-  #fill(max: number): typeof ARMED | typeof STOPPED | undefined {
+  #fill(max: number, arm = true, into?: Envelope[]): typeof ARMED | typeof STOPPED | undefined {
     this.#ready.length = 0
     this.#head = 0
     if (this.#stopped) return STOPPED
     const meta = this.#meta
-    const handed = native.meshTakeOrArm(this.#hot, max, meta)
+    const handed = arm ? native.meshTakeOrArm(this.#hot, max, meta) : native.meshTake(this.#hot, max, meta)
     if (handed === null) {
       if (meta[0] === native.TakeStatus.Armed) return ARMED
       this.#stopped = true
       return STOPPED
     }
-    const ready = this.#ready
+    // Into `into`, a receive's result: the notices among them are due at once (every
+    // envelope before them is in that result).
+    const ready = into ?? (this.#ready as Envelope[])
     let index = -1
     let memory = EMPTY_MEMORY
     let base = 0
     for (let i = 1, end = 1 + 4 * meta[0]; i < end; i += 4) {
       const of = meta[i + 1]
       if (of === -1) {
-        ready.push(new Notice(meta[i], handed[meta[i + 2]] as native.DisconnectNotice))
+        const notice = new Notice(meta[i], handed[meta[i + 2]] as native.DisconnectNotice)
+        if (into === undefined) this.#ready.push(notice)
+        else this.#owner.onNotice(notice)
         continue
       }
       if (of !== index) {

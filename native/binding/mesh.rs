@@ -290,6 +290,36 @@ pub fn mesh_max_frame_size(hot: &External<HotMesh>, id: f64) -> f64 {
     }
 }
 
+/// Takes up to `max` waiting envelopes and notices (no more than `meta` has room for), laid
+/// out as `handover.rs` says, without arming: `null` if nothing waits, with `meta[0]`
+/// [`TakeStatus::Stopped`] if nothing more will come (else 0). For a receive that has
+/// envelopes already and only looks for more.
+#[napi(
+    ts_args_type = "hot: ExternalObject<'HotMesh'>, max: number, meta: Float64Array",
+    ts_return_type = "Array<Uint8Array | DisconnectNotice> | null"
+)]
+pub fn mesh_take(
+    hot: &External<HotMesh>,
+    max: u32,
+    mut meta: Float64ArraySlice,
+) -> Result<Option<Vec<Handed>>> {
+    // SAFETY: the JavaScript thread is in this call; nothing else touches `meta` meanwhile.
+    let meta = unsafe { meta.as_mut() };
+    let max = (max.max(1) as usize).min(meta_room(meta)?);
+    let mut items = Vec::new();
+    match hot.notified.take(max, &mut items) {
+        Ok(0) => {
+            meta[0] = 0.0;
+            Ok(None)
+        }
+        Ok(_) => Ok(Some(hand_over(items, meta))),
+        Err(_) => {
+            meta[0] = TakeStatus::Stopped as i32 as f64;
+            Ok(None)
+        }
+    }
+}
+
 /// Takes up to `max` waiting envelopes and notices (no more than `meta` has room for),
 /// laid out as `handover.rs` says; if nothing waits, arms the mesh's wake in the same call
 /// and returns `null` with `meta[0]` a [`TakeStatus`].

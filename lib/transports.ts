@@ -110,35 +110,43 @@ export class Connection {
   /** Writes one frame (after any frames a mesh had queued but not written). */
   send(payload: Uint8Array | string, options?: OperationOptions): Promise<void> {
     let buffer: Buffer
-    let checked: ReturnType<typeof operationOptions>
     try {
       buffer = toBuffer(payload)
-      checked = operationOptions(options)
     } catch (error) {
       return Promise.reject(error)
     }
-    const { signal } = checked
-    return this.#turn(
-      (timeout) => {
-        const started = this.#native.send(buffer, nativeTimeout(timeout))
-        if (isFailure(started)) throw sendFailure(started)
-        return this.#track(
-          started,
-          (done) => {
-            if (done.failure) throw sendFailure(done.failure)
-          },
-          () => sendFailure({ kind: 'Aborted', message: 'the connection was disconnected during the send' }),
-          signal,
-        )
-      },
-      checked,
-      () => withCause(sendFailure({ kind: 'Aborted', message: 'the send was aborted' }), signal),
-      () => sendFailure({ kind: 'Timeout', message: 'timed out waiting for the earlier operations to end' }),
+    return this.#operate(
+      'send',
+      options,
+      sendFailure,
+      (timeout) => this.#native.send(buffer, timeout),
+      () => {},
     )
   }
 
   /** Reads one frame, never past its end: later frames stay for whoever reads next. */
   recv(options?: OperationOptions): Promise<Buffer> {
+    return this.#operate(
+      'recv',
+      options,
+      recvFailure,
+      (timeout) => this.#native.recv(timeout),
+      (done) => done.payload as Buffer,
+    )
+  }
+
+  /**
+   * One of the connection's own operations, in its turn: `start` begins it in the lobby
+   * (with the time left of its timeout), `value` reads its completion; `failure` makes the
+   * operation's typed error.
+   */
+  #operate<T>(
+    what: 'send' | 'recv',
+    options: unknown,
+    failure: (failure: native.Failure) => Error,
+    start: (timeout: number) => number | native.Failure,
+    value: (done: native.Completion) => T,
+  ): Promise<T> {
     let checked: ReturnType<typeof operationOptions>
     try {
       checked = operationOptions(options)
@@ -148,21 +156,21 @@ export class Connection {
     const { signal } = checked
     return this.#turn(
       (timeout) => {
-        const started = this.#native.recv(nativeTimeout(timeout))
-        if (isFailure(started)) throw recvFailure(started)
+        const started = start(nativeTimeout(timeout))
+        if (isFailure(started)) throw failure(started)
         return this.#track(
           started,
           (done) => {
-            if (done.failure) throw recvFailure(done.failure)
-            return done.payload as Buffer
+            if (done.failure) throw failure(done.failure)
+            return value(done)
           },
-          () => recvFailure({ kind: 'Aborted', message: 'the connection was disconnected during the recv' }),
+          () => failure({ kind: 'Aborted', message: `the connection was disconnected during the ${what}` }),
           signal,
         )
       },
       checked,
-      () => withCause(recvFailure({ kind: 'Aborted', message: 'the recv was aborted' }), signal),
-      () => recvFailure({ kind: 'Timeout', message: 'timed out waiting for the earlier operations to end' }),
+      () => withCause(failure({ kind: 'Aborted', message: `the ${what} was aborted` }), signal),
+      () => failure({ kind: 'Timeout', message: 'timed out waiting for the earlier operations to end' }),
     )
   }
 

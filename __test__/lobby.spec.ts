@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import * as net from 'node:net'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
@@ -17,9 +17,9 @@ import {
 } from '../index'
 import { connectionPair, frame, listen, sleep } from './helpers'
 
-/** The threads of this process. */
+/** The threads of this process (from /proc; 0 where there is none: macOS, Windows). */
 function threads(): number {
-  return readdirSync('/proc/self/task').length
+  return existsSync('/proc/self/task') ? readdirSync('/proc/self/task').length : 0
 }
 
 /** A plain `net` socket connected to a connection accepted by a wiremesh listener: [socket, connection]. */
@@ -116,6 +116,7 @@ test.serial('200 concurrent connects and accepts start no thread of their own', 
   } finally {
     clearInterval(sampler)
   }
+  if (before === 0) t.log(`threads not counted: no /proc on ${process.platform}`)
   t.true(most <= before + 2, `threads grew from ${before} to ${most}`)
   for (const connection of warm) connection.disconnect()
   listener.close()
@@ -275,7 +276,10 @@ test('a recv timeout counts from the call, even while it waits behind another', 
   server.disconnect()
 })
 
-test('connect with a timeout to a listener that cannot answer rejects with kind Timeout', async (t) => {
+// A full accept queue drops new SYNs on Linux and macOS; Windows refuses them instead.
+const dropsSyns = process.platform !== 'win32' ? test : test.skip
+
+dropsSyns('connect with a timeout to a listener that cannot answer rejects with kind Timeout', async (t) => {
   const transport = new TcpTransport()
   const { listener, sockets } = await fullListener(transport)
   try {

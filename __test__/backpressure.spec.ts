@@ -94,9 +94,71 @@ test('sendWait rejects with Disconnected when the connection goes while it waits
   const waiting = mesh.sendWait(new Envelope(id, 'too late'))
   peer.destroy()
   const error = await t.throwsAsync<SendError>(waiting)
-  t.true(error?.kind === SendErrorKind.Disconnected || error?.kind === SendErrorKind.NotFound, error?.kind)
+  t.is(error?.kind, SendErrorKind.Disconnected, 'one rule: an id the mesh gave out is Disconnected once it left')
   t.is(error?.envelope?.payload.toString(), 'too late')
   mesh.shutdown()
+})
+
+test('sendWait rejects with Disconnected when its connection is removed while it waits, in every round', async (t) => {
+  for (let round = 0; round < 10; round++) {
+    const mesh = new Mesh(8, 4)
+    const [peer, id] = await rawPeer(mesh)
+    peer.pause()
+    await fill(mesh, id)
+    const waiting = mesh.sendWait(new Envelope(id, 'too late'))
+    const removed = mesh.remove(id)
+    const error = await t.throwsAsync<SendError>(waiting)
+    t.is(error?.code, 'ERR_WIREMESH_SEND_DISCONNECTED', `round ${round}`)
+    ;(await removed).disconnect()
+    peer.destroy()
+    mesh.shutdown()
+  }
+})
+
+test('shutdown hands back every envelope it did not write, in a disconnect of kind Shutdown', async (t) => {
+  // A peer that reads nothing until the mesh is shut down, and a queue filled up: what
+  // the peer then reads and what the event hands back are every envelope sent, once, in
+  // order.
+  const mesh = new Mesh(8, 64)
+  const [peer, id] = await rawPeer(mesh)
+  peer.pause()
+  const reader = frameReader(peer)
+  const [sent] = await fill(mesh, id)
+  const announced = new Promise<import('../index').DisconnectError>((resolve) =>
+    mesh.once('disconnect', (_, error) => resolve(error)),
+  )
+  mesh.shutdown()
+  const error = await announced
+  t.is(error.code, 'ERR_WIREMESH_DISCONNECT_SHUTDOWN')
+  t.is(error.id, id)
+  const back = error.unsent.map((envelope) => numberOf(envelope.payload))
+  t.true(back.length > 0, 'a full queue leaves envelopes to hand back')
+  const ended = new Promise((resolve) => peer.once('end', resolve))
+  peer.resume()
+  await ended
+  const read = reader.frames.map(numberOf)
+  t.deepEqual(
+    [...read, ...back],
+    Array.from({ length: sent }, (_, n) => n),
+    'every envelope once, in order',
+  )
+})
+
+test('sendWaits pending at shutdown reject with Disconnected and hand their envelopes back', async (t) => {
+  const mesh = new Mesh(8, 4)
+  const [peer, id] = await rawPeer(mesh)
+  peer.pause()
+  await fill(mesh, id)
+  const waiting = Array.from({ length: 1000 }, (_, n) => mesh.sendWait(new Envelope(id, numbered(n))))
+  mesh.shutdown()
+  const settled = await Promise.allSettled(waiting)
+  for (const [n, result] of settled.entries()) {
+    t.is(result.status, 'rejected')
+    const error = (result as PromiseRejectedResult).reason as SendError
+    t.is(error.code, 'ERR_WIREMESH_SEND_DISCONNECTED')
+    t.is(numberOf(error.envelope!.payload), n)
+  }
+  peer.destroy()
 })
 
 test('a slow consumer with room for four receives a hundred thousand envelopes once, in order', async (t) => {

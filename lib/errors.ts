@@ -125,6 +125,11 @@ export enum DisconnectErrorKind {
   Protocol = 'Protocol',
   /** The socket failed (reset, broken pipe, …). */
   IoError = 'IoError',
+  /**
+   * `shutdown()` was called with envelopes accepted for the connection and not written:
+   * they are `unsent`.
+   */
+  Shutdown = 'Shutdown',
 }
 
 /** Every error code, by class and kind: stable, for matching. */
@@ -183,6 +188,7 @@ export const codes = {
     EofMidFrame: 'ERR_WIREMESH_DISCONNECT_EOF_MID_FRAME',
     Protocol: 'ERR_WIREMESH_DISCONNECT_PROTOCOL',
     IoError: 'ERR_WIREMESH_DISCONNECT_IO_ERROR',
+    Shutdown: 'ERR_WIREMESH_DISCONNECT_SHUTDOWN',
   },
 } as const
 

@@ -120,6 +120,11 @@ class MeshState implements Wakeable {
   onNotice({ id, notice }: Notice): void {
     // Frames sent before the notice is taken go into its connection's queue, or join it.
     this.outbox.flush()
+    this.announce(id, notice)
+  }
+
+  /** Emits `'disconnect'` for connection `id`, with what it had not written. */
+  announce(id: number, notice: native.DisconnectNotice): void {
     const unsent = notice.unsent.map((payload) => trustedEnvelope(id, payload))
     const orphans = this.orphans.get(id)
     if (orphans !== undefined) {
@@ -165,7 +170,9 @@ class MeshState implements Wakeable {
     if (!this.shutdownCalled) {
       this.outbox.flush()
       this.shutdownCalled = true
-      this.native.shutdown()
+      // What the connections had not written comes back, in a 'disconnect' of kind
+      // Shutdown each (and the notices of connections that were ending).
+      for (const notice of this.native.shutdown()) this.announce(notice.id, notice)
       while (this.refs > 0) {
         this.refs--
         release()
@@ -451,8 +458,10 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
 
   /**
    * Stops the reactor, closes every connection (after writing what the sockets take without
-   * blocking) and joins the thread. Envelopes already received can still be taken; then
-   * receives reject with `RecvError` kind `Shutdown`. Idempotent; applies to every clone.
+   * blocking) and joins the thread. Envelopes accepted and not written come back: a
+   * `'disconnect'` of kind `Shutdown` per connection that has some, with them in
+   * `error.unsent`. Envelopes already received can still be taken; then receives reject
+   * with `RecvError` kind `Shutdown`. Idempotent; applies to every clone.
    */
   shutdown(): void {
     this.#refed.value = false

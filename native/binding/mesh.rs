@@ -158,10 +158,16 @@ impl NativeMesh {
         }
     }
 
-    /// Stops the reactor and joins its thread.
+    /// Stops the reactor and joins its thread. Returns the notices of what the connections
+    /// had not written (kind `Shutdown`) and of connections that were ending; only the
+    /// first call gets them.
     #[napi]
-    pub fn shutdown(&self) {
-        self.mesh.shutdown();
+    pub fn shutdown(&self) -> Vec<DisconnectNotice> {
+        self.mesh
+            .shutdown()
+            .into_iter()
+            .map(DisconnectNotice::from)
+            .collect()
     }
 
     /// True once shut down (or stopped).

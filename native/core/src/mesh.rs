@@ -25,7 +25,8 @@
 //!   not yet written go out on its next [`Connection::send`]; frames read but not yet
 //!   received, and a frame half read, are what its next [`Connection::recv`]s return.
 //! - [`Mesh::shutdown`] (or dropping the last handle) stops and joins the reactor. Frames
-//!   the sockets can take without blocking are written first; the rest are dropped.
+//!   the sockets can take without blocking are written first; the rest are handed back to
+//!   the caller of `shutdown` (dropped if the last handle was dropped).
 //!   Envelopes already received can still be taken; after them receivers get `Shutdown`.
 //!   It never waits for a receiver.
 //! - A consumer that waits in an event loop instead of a blocking call (the Node binding)
@@ -103,7 +104,7 @@ struct Shared {
     /// Notices the blocking receives passed by.
     notices: (Sender<Disconnect>, Receiver<Disconnect>),
     /// Taken once, by whichever `shutdown` joins the thread.
-    thread: ArrayQueue<JoinHandle<()>>,
+    thread: ArrayQueue<JoinHandle<Vec<Disconnect>>>,
 }
 
 impl fmt::Debug for Mesh {
@@ -453,9 +454,17 @@ impl Mesh {
         }
     }
 
-    /// Stops the reactor and waits for its thread to end. Idempotent.
-    pub fn shutdown(&self) {
-        self.shared().shutdown();
+    /// Stops the reactor and waits for its thread to end; idempotent. Frames the sockets
+    /// take without blocking are written first. Returns, to the call that joined the
+    /// thread (later calls get nothing), a notice per connection with frames it accepted
+    /// and did not write (reason [`DisconnectReason::Shutdown`], the frames in `unsent`),
+    /// and the notices of connections that were ending then: nothing accepted is lost
+    /// without being handed back. (A sender on another thread still queuing at the very
+    /// moment the reactor stops may land a frame after its last look.)
+    ///
+    /// [`DisconnectReason::Shutdown`]: crate::DisconnectReason::Shutdown
+    pub fn shutdown(&self) -> Vec<Disconnect> {
+        self.shared().shutdown()
     }
 
     /// True once the mesh has been shut down (or its reactor has stopped).
@@ -466,15 +475,16 @@ impl Mesh {
 }
 
 impl Shared {
-    fn shutdown(&self) {
+    fn shutdown(&self) -> Vec<Disconnect> {
         if !self.shutdown.swap(true, SeqCst) {
             let _ = self.commands.send(Command::Shutdown);
             let _ = self.doorbell.ring();
         }
-        if let Some(thread) = self.thread.pop() {
-            if thread.thread().id() != std::thread::current().id() {
-                let _ = thread.join();
+        match self.thread.pop() {
+            Some(thread) if thread.thread().id() != std::thread::current().id() => {
+                thread.join().unwrap_or_default()
             }
+            _ => Vec::new(),
         }
     }
 
@@ -490,7 +500,8 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.shutdown();
+        // The last handle is gone: nobody is left to hand anything back to.
+        let _ = self.shutdown();
     }
 }
 
@@ -787,7 +798,7 @@ pub struct WeakMesh {
 }
 
 impl WeakMesh {
-    /// Shuts the mesh down if it still runs.
+    /// Shuts the mesh down if it still runs (what was not written is dropped).
     pub fn shutdown(&self) {
         if let Some(shared) = self.shared.upgrade() {
             shared.shutdown();

@@ -103,7 +103,8 @@ pub(crate) struct ReactorHandle {
     pub(crate) doorbell: Arc<Doorbell>,
     pub(crate) desk: Arc<Desk<State>>,
     pub(crate) commands: Sender<Command>,
-    pub(crate) thread: std::thread::JoinHandle<()>,
+    /// Its end hands back what it did not write (see [`State::close_all`]).
+    pub(crate) thread: std::thread::JoinHandle<Vec<Disconnect>>,
 }
 
 /// Starts a reactor that pushes into `inlet` and calls `notify` (if any).
@@ -252,7 +253,8 @@ pub(crate) struct State {
 }
 
 impl Reactor {
-    fn run(&mut self) {
+    /// Runs until shut down; returns what the connections had not written then.
+    fn run(&mut self) -> Vec<Disconnect> {
         let mut events = Events::with_capacity(EVENTS);
         loop {
             let mut state = self.state.take().expect("the reactor has its state");
@@ -280,7 +282,7 @@ impl Reactor {
                         .state
                         .take()
                         .or_else(|| self.wait_for_state(&mut events));
-                    return;
+                    return Vec::new();
                 }
             }
             for event in events.iter() {
@@ -298,7 +300,7 @@ impl Reactor {
                 }
             }
             let Some(state) = self.state.as_mut() else {
-                return;
+                return Vec::new();
             };
             for (token, readable, writable) in self.missed.drain(..) {
                 if token != WAKER {
@@ -307,8 +309,9 @@ impl Reactor {
             }
             state.turn(&self.doorbell);
         }
-        if let Some(state) = self.state.as_mut() {
-            state.close_all();
+        match self.state.as_mut() {
+            Some(state) => state.close_all(),
+            None => Vec::new(),
         }
     }
 
@@ -706,20 +709,40 @@ impl State {
     }
 
     /// At shutdown: writes what each connection can take without blocking, then closes it;
-    /// a removal under way gets its connection.
-    fn close_all(&mut self) {
-        for (_, mut conn) in self.conns.drain() {
+    /// a removal under way gets its connection. Returns, as notices, every frame accepted
+    /// and not written (reason `Shutdown`), and the notices of connections that were
+    /// ending (their frames read but not delivered are dropped with the stream's end).
+    fn close_all(&mut self) -> Vec<Disconnect> {
+        let mut left = Vec::new();
+        for (id, mut conn) in self.conns.drain() {
             conn.queue.close();
-            match conn.closing.take() {
+            let reason = match conn.closing.take() {
                 None => {
                     let _ = drain_nonblocking(&mut conn);
+                    DisconnectReason::Shutdown
                 }
                 Some(Finish::Remove(reply)) => {
                     let _ = reply.send(Ok(conn.connection));
+                    continue;
                 }
-                Some(Finish::Disconnect(_)) => {}
+                Some(Finish::Disconnect(reason)) => reason,
+            };
+            // What senders queued and the socket did not take. (A sender on another
+            // thread still queuing at this very moment may land a frame after this look.)
+            while conn.queue.pop_into(&mut conn.connection.backlog) {}
+            let unsent: Vec<Envelope> = conn
+                .connection
+                .backlog
+                .into_unsent()
+                .into_iter()
+                .map(|payload| Envelope::new(id, payload))
+                .collect();
+            if !unsent.is_empty() || !matches!(reason, DisconnectReason::Shutdown) {
+                left.push(Disconnect { id, reason, unsent });
             }
         }
+        left.sort_by_key(|notice| notice.id);
+        left
     }
 }
 

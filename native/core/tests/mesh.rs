@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use util::*;
 use wiremesh_core::{
-    AddError, Envelope, Mesh, RecvError, RecvTimeoutError, RemoveError, SendError, TcpTransport,
-    TryRecvError,
+    AddError, DisconnectReason, Envelope, Mesh, RecvError, RecvTimeoutError, RemoveError,
+    SendError, TcpTransport, TryRecvError,
 };
 
 #[test]
@@ -366,4 +366,44 @@ fn a_payload_over_the_maximum_frame_size_is_refused_at_send() {
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
+}
+
+#[test]
+fn shutdown_hands_back_every_frame_it_did_not_write() {
+    // A peer that does not read: the socket takes what its buffers hold, the queue holds
+    // the rest. Shutdown writes what it can and hands the rest back, in order; the peer,
+    // reading afterwards, sees the first part: together, every frame once.
+    let transport = TcpTransport::default();
+    let mesh = Mesh::new(8, 64).unwrap();
+    let (mut raw, id) = raw_peer(&mesh, &transport);
+    let accepted = fill_queue(&mesh, id, 64 * 1024);
+    let notices = mesh.shutdown();
+    assert_eq!(notices.len(), 1, "one connection had frames left");
+    let notice = &notices[0];
+    assert_eq!(notice.id, id);
+    assert!(matches!(notice.reason, DisconnectReason::Shutdown));
+    let unsent: Vec<u64> = notice.unsent.iter().map(|e| number(e.payload())).collect();
+    let first = *unsent.first().expect("a full queue leaves frames");
+    assert_eq!(
+        unsent,
+        (first..accepted).collect::<Vec<_>>(),
+        "the newest, in order"
+    );
+    // The mesh closed the socket: the peer reads what was written, then the end (a frame
+    // cut by the close was not written whole: it is among those handed back).
+    let mut read = 0;
+    let mut header = [0u8; 4];
+    while std::io::Read::read_exact(&mut raw, &mut header).is_ok() {
+        let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+        if std::io::Read::read_exact(&mut raw, &mut payload).is_err() {
+            break;
+        }
+        assert_eq!(number(&payload), read);
+        read += 1;
+    }
+    assert_eq!(
+        read, first,
+        "what the peer read and what came back are all of it"
+    );
+    assert!(mesh.shutdown().is_empty(), "handed back once");
 }

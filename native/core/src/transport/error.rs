@@ -174,6 +174,9 @@ pub enum DisconnectReason {
     Protocol(FrameError),
     /// The socket failed (reset by the peer, broken pipe, …).
     Io(io::Error),
+    /// The mesh was shut down with frames for the connection not yet written: they are the
+    /// notice's `unsent`.
+    Shutdown,
 }
 
 impl fmt::Display for DisconnectReason {
@@ -186,6 +189,9 @@ impl fmt::Display for DisconnectReason {
             ),
             DisconnectReason::Protocol(err) => write!(f, "protocol error: {err}"),
             DisconnectReason::Io(err) => write!(f, "connection error: {err}"),
+            DisconnectReason::Shutdown => {
+                f.write_str("the mesh was shut down before these frames were written")
+            }
         }
     }
 }

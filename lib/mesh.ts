@@ -33,6 +33,7 @@ import {
 import { ARMED, endError, Inbox, type Notice, type RecvWaiter, STOPPED } from './inbox'
 import { Outbox } from './outbox'
 import { RoomWaiters } from './room'
+import { systemError } from './system'
 import { Connection, nativeConnection } from './transports'
 import { forget, onWake, release, retain, type Wakeable } from './waker'
 
@@ -260,7 +261,14 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     } else {
       const incoming = checkCount(incomingCapacity, 'incomingCapacity', 1, 0xffff_ffff)
       const outgoing = checkCount(outgoingCapacity, 'outgoingCapacity', 1, 0xffff_ffff)
-      this.#state = new MeshState(new native.NativeMesh(incoming, outgoing))
+      let handle: native.NativeMesh
+      try {
+        handle = new native.NativeMesh(incoming, outgoing)
+      } catch (error) {
+        // Out of descriptors or threads: a Node-style system error (`code: 'EMFILE'`).
+        throw systemError(error, 'mesh')
+      }
+      this.#state = new MeshState(handle)
     }
     this.#state.handles.add(new WeakRef(this))
     if (!this.#state.shutdownCalled) {

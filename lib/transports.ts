@@ -321,6 +321,8 @@ export class Listener implements AsyncIterable<Connection> {
   readonly endpoint: string
   #native: native.NativeListener
   #closed = false
+  /** Ends the iterator's pause after a failed accept, when the listener closes. */
+  #stopPause: (() => void) | undefined
 
   /** @internal Made by `TcpTransport.listen`. */
   constructor(handle: native.NativeListener) {
@@ -360,17 +362,40 @@ export class Listener implements AsyncIterable<Connection> {
   close(): void {
     this.#closed = true
     this.#native.close()
+    this.#stopPause?.()
   }
 
-  /** Accepted connections, until the listener is closed. */
+  /**
+   * Accepted connections, until the listener is closed. A failure to accept (kind
+   * `IoError`: out of descriptors, a connection reset in the backlog) does not end the
+   * loop: it tries again after a pause that starts at 10 ms and doubles up to 1 s, and
+   * goes back to no pause after an accept succeeds.
+   */
   async *[Symbol.asyncIterator](): AsyncIterator<Connection> {
+    let pause = 0
     while (!this.#closed) {
+      let connection: Connection
       try {
-        yield await this.accept()
+        connection = await this.accept()
       } catch (error) {
-        if (error instanceof AcceptError && error.kind === AcceptErrorKind.Closed) return
-        throw error
+        if (!(error instanceof AcceptError)) throw error
+        if (error.kind === AcceptErrorKind.Closed) return
+        if (error.kind !== AcceptErrorKind.IoError) throw error
+        pause = Math.min(Math.max(pause * 2, 10), 1000)
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, pause)
+          const self = this
+          function done() {
+            clearTimeout(timer)
+            self.#stopPause = undefined
+            resolve()
+          }
+          this.#stopPause = done
+        })
+        continue
       }
+      pause = 0
+      yield connection
     }
   }
 }

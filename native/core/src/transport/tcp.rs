@@ -137,7 +137,7 @@ impl Transport for TcpTransport {
     fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError> {
         let address =
             host_and_port(bind).ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
-        let listener = net::TcpListener::bind(address).map_err(ListenError::from_io)?;
+        let listener = bind_listener(address).map_err(ListenError::from_io)?;
         listener.set_nonblocking(true).map_err(ListenError::Io)?;
         let listener = mio::net::TcpListener::from_std(listener);
         let endpoint = endpoint(listener.local_addr().map_err(ListenError::Io)?);
@@ -147,6 +147,44 @@ impl Transport for TcpTransport {
             transport: self.clone(),
         }))
     }
+}
+
+/// How many connections may wait for an accept, as `listen(2)`'s backlog. The system caps
+/// it (Linux at `net.core.somaxconn`, 4096 by default). The standard library's 128 drops
+/// the handshakes of a larger burst of clients, which then retry after a second or more.
+const BACKLOG: i32 = 4096;
+
+/// Binds a listening socket to the first address of `address` that takes it, as
+/// `std::net::TcpListener::bind` does, but with a deep backlog ([`BACKLOG`]).
+fn bind_listener(address: &str) -> io::Result<net::TcpListener> {
+    use std::net::ToSocketAddrs as _;
+    let mut last = None;
+    for address in address.to_socket_addrs()? {
+        let bound = (|| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(address),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            // As the standard library does: on Unix a port in TIME_WAIT can be bound
+            // again (on Windows the option would let two listeners share a port).
+            #[cfg(not(windows))]
+            socket.set_reuse_address(true)?;
+            socket.bind(&address.into())?;
+            socket.listen(BACKLOG)?;
+            Ok::<_, io::Error>(net::TcpListener::from(socket))
+        })();
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
 }
 
 /// A TCP connection being made without blocking (see [`Connecting`]).
@@ -476,6 +514,35 @@ mod tests {
         let server = listener.accept().unwrap();
         assert_eq!(client.remote_endpoint(), endpoint);
         assert_eq!(server.remote_endpoint(), client.local_endpoint());
+    }
+
+    /// A burst of clients connecting at once completes its handshakes in the kernel's
+    /// backlog before a single accept: the listener asks for a deep one (Linux caps it at
+    /// `net.core.somaxconn`, 4096 by default).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_burst_of_connections_waits_in_a_deep_backlog() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(4096);
+        let burst = 1000.min(somaxconn);
+        let transport = TcpTransport::default();
+        let listener = transport.listen("127.0.0.1:0").unwrap();
+        let address: SocketAddr = listener.endpoint()[SCHEME.len()..].parse().unwrap();
+        let clients: Vec<_> = (0..burst)
+            .map(|_| mio::net::TcpStream::connect(address).unwrap())
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let connected = loop {
+            let connected = clients.iter().filter(|c| c.peer_addr().is_ok()).count();
+            if connected == burst || std::time::Instant::now() > deadline {
+                break connected;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(connected, burst, "handshakes completed with no accept yet");
+        drop(listener);
     }
 
     #[test]

@@ -9,7 +9,7 @@ test('at the file-descriptor limit every call fails with a typed error, and all 
     t.pass()
     return
   }
-  const child = path.join(__dirname, 'children', 'fd-exhaustion.cjs')
+  const child = path.join(__dirname, 'fd-exhaustion.cjs')
   const output = execFileSync('sh', ['-c', `ulimit -n 256 && exec "${process.execPath}" "${child}"`], {
     encoding: 'utf8',
     timeout: 60_000,

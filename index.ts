@@ -34,7 +34,7 @@ export {
   SendErrorKind,
 } from './lib/errors'
 export type { ErrorCode } from './lib/errors'
-export { Connection, Listener, RawTransport, TcpTransport } from './lib/transports'
-export type { OperationOptions, TcpTransportOptions } from './lib/transports'
+export { Connection, Listener, MultiTransport, RawTransport, TcpTransport, UnixTransport } from './lib/transports'
+export type { OperationOptions, TcpTransportOptions, Transport, UnixTransportOptions } from './lib/transports'
 export { Incoming, Mesh, MeshLifeCycle, MeshMatrixReceiver, MeshMatrixSender, Outgoing } from './lib/mesh'
 export type { MeshEvents, SendWaitOptions } from './lib/mesh'

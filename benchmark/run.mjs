@@ -48,6 +48,7 @@ const stream = (size, conns, count) => ({
   conns,
   count,
 })
+const UNIX_IMPLS = ['wiremesh', 'wiremesh-tcp', 'net']
 const scenarios = [
   stream(64, 1, 2_000_000),
   stream(KiB, 1, 1_000_000),
@@ -75,6 +76,15 @@ const scenarios = [
     duration: 30,
     rate: 50_000,
     impls: ['wiremesh', 'net', 'zeromq'],
+  },
+  // Unix sockets: wiremesh and net over one socket path, and wiremesh over loopback TCP.
+  { ...stream(64, 1, 2_000_000), id: 'unix-64B-1', title: 'unix 64 B x1', transport: 'unix', impls: UNIX_IMPLS },
+  {
+    ...stream(64 * KiB, 1, 80_000),
+    id: 'unix-64KiB-1',
+    title: 'unix 64 KiB x1',
+    transport: 'unix',
+    impls: UNIX_IMPLS,
   },
   {
     // 50 request/response loops against an echo server: one mesh for the 50 client
@@ -109,6 +119,8 @@ const implementations = {
     command: (config) => nodePeer('wiremesh')({ ...config, meshes: 'per-connection' }),
     scenarios: ['many-meshes'],
   },
+  // The unix scenarios' wiremesh over loopback TCP instead, for comparison.
+  'wiremesh-tcp': { command: nodePeer('wiremesh'), scenarios: ['unix-64B-1', 'unix-64KiB-1'] },
   net: { command: nodePeer('net') },
   zeromq: { command: nodePeer('zeromq') },
   limit: {
@@ -249,6 +261,8 @@ function startPeer(impl, config) {
 
 const cpuSeconds = (cpu) => (cpu.user + cpu.system) / 1e6
 
+let runCounter = 0
+
 async function runOnce(scenario, impl) {
   const timeout = scenario.kind === 'backpressure' ? scenario.duration + 90 : quick ? 60 : 120
   const base = {
@@ -259,6 +273,11 @@ async function runOnce(scenario, impl) {
     duration: scenario.duration,
     rate: scenario.rate,
     timeout: timeout + 30,
+    // A unix scenario: a fresh socket path per run, except for the TCP comparison.
+    path:
+      scenario.transport === 'unix' && impl !== 'wiremesh-tcp'
+        ? path.join(os.tmpdir(), `wiremesh-bench-${process.pid}-${runCounter++}.sock`)
+        : undefined,
   }
   const listenerRole = scenario.listener ?? 'recv'
   const peers = []

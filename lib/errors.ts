@@ -89,6 +89,8 @@ export enum ListenErrorKind {
   AddressInUse = 'AddressInUse',
   /** The operating system refused (permission, no such address, …). */
   IoError = 'IoError',
+  /** This platform lacks the transport (Unix sockets on Windows). */
+  Unsupported = 'Unsupported',
 }
 
 /** Kinds of {@link ConnectError}. */
@@ -101,6 +103,8 @@ export enum ConnectErrorKind {
   Timeout = 'Timeout',
   /** The `signal` aborted the attempt. */
   Aborted = 'Aborted',
+  /** This platform lacks the transport (Unix sockets on Windows). */
+  Unsupported = 'Unsupported',
 }
 
 /** Kinds of {@link AcceptError}. */
@@ -170,12 +174,14 @@ export const codes = {
     InvalidEndpoint: 'ERR_WIREMESH_LISTEN_INVALID_ENDPOINT',
     AddressInUse: 'ERR_WIREMESH_LISTEN_ADDRESS_IN_USE',
     IoError: 'ERR_WIREMESH_LISTEN_IO_ERROR',
+    Unsupported: 'ERR_WIREMESH_LISTEN_UNSUPPORTED',
   },
   ConnectError: {
     InvalidEndpoint: 'ERR_WIREMESH_CONNECT_INVALID_ENDPOINT',
     IoError: 'ERR_WIREMESH_CONNECT_IO_ERROR',
     Timeout: 'ERR_WIREMESH_CONNECT_TIMEOUT',
     Aborted: 'ERR_WIREMESH_CONNECT_ABORTED',
+    Unsupported: 'ERR_WIREMESH_CONNECT_UNSUPPORTED',
   },
   AcceptError: {
     Closed: 'ERR_WIREMESH_ACCEPT_CLOSED',

@@ -400,6 +400,19 @@ export class Listener implements AsyncIterable<Connection> {
   }
 }
 
+/**
+ * What every transport offers: a mesh takes the connections of any of them. Implemented by
+ * {@link TcpTransport}, {@link UnixTransport} and {@link MultiTransport}.
+ */
+export interface Transport {
+  /** True if the transport can listen on or connect to `address`. */
+  accepts(address: string): boolean
+  /** Listens on `bind`. */
+  listen(bind: string): Promise<Listener>
+  /** Connects to `endpoint`. */
+  connect(endpoint: string, options?: OperationOptions): Promise<Connection>
+}
+
 /** Options of {@link TcpTransport}. */
 export interface TcpTransportOptions {
   /** The largest payload a connection accepts, in bytes: default 16 MiB, at most 4 GiB - 1. */
@@ -408,19 +421,68 @@ export interface TcpTransportOptions {
   noDelay?: boolean
 }
 
+/** `options.maxFrameSize`, checked, or the default. */
+function maxFrameSizeOf(options: { maxFrameSize?: number }): number {
+  return options.maxFrameSize === undefined
+    ? DEFAULT_MAX_FRAME_SIZE
+    : checkCount(options.maxFrameSize, 'options.maxFrameSize', 0, MAX_FRAME_SIZE_LIMIT)
+}
+
+/** Listens on `bind` through a native transport. */
+async function listenWith(transport: native.NativeTransport, bind: string): Promise<Listener> {
+  const listening = transport.listen(checkString(bind, 'bind'))
+  if (isFailure(listening)) throw new ListenError(listening.kind as ListenErrorKind, listening.message)
+  return new Listener(listening)
+}
+
+/**
+ * Connects to `endpoint` through a native transport; `address` turns the endpoint into what
+ * the native side connects to (TCP resolves the host name), bounded by the same signal and
+ * timeout.
+ */
+async function connectWith(
+  transport: native.NativeTransport,
+  endpoint: string,
+  options: OperationOptions | undefined,
+  address: (endpoint: string) => Promise<string>,
+): Promise<Connection> {
+  checkString(endpoint, 'endpoint')
+  const { signal, timeout } = operationOptions(options)
+  if (!transport.accepts(endpoint)) {
+    throw new ConnectError(ConnectErrorKind.InvalidEndpoint, `not a valid endpoint: ${JSON.stringify(endpoint)}`)
+  }
+  const aborted = () =>
+    withCause(new ConnectError(ConnectErrorKind.Aborted, `the connection to ${endpoint} was aborted`), signal)
+  if (signal?.aborted) throw aborted()
+  const started = performance.now()
+  const timedOut = () => new ConnectError(ConnectErrorKind.Timeout, `timed out resolving the host of ${endpoint}`)
+  const resolved = await bounded(address(endpoint), signal, aborted, timeout, timedOut)
+  if (signal?.aborted) throw aborted()
+  const left = timeout === undefined ? undefined : Math.max(0, timeout - (performance.now() - started))
+  const id = transport.connect(resolved, nativeTimeout(left))
+  if (isFailure(id)) throw new ConnectError(id.kind as ConnectErrorKind, `${id.message} (${endpoint})`)
+  return completion(
+    id,
+    (done) => {
+      if (done.failure) {
+        throw new ConnectError(done.failure.kind as ConnectErrorKind, `${done.failure.message} (${endpoint})`)
+      }
+      return new Connection(done.connection as native.NativeConnection)
+    },
+    signal,
+  )
+}
+
 /**
  * The TCP transport: frames (a 4-byte big-endian length, then the payload) over TCP,
  * byte-compatible with Splinter's raw transport. `RawTransport` is the same class.
  */
-export class TcpTransport {
+export class TcpTransport implements Transport {
   #native: native.NativeTransport
 
   constructor(options: TcpTransportOptions = {}) {
     const checked = checkOptions<TcpTransportOptions>(options)
-    const maxFrameSize =
-      checked.maxFrameSize === undefined
-        ? DEFAULT_MAX_FRAME_SIZE
-        : checkCount(checked.maxFrameSize, 'options.maxFrameSize', 0, MAX_FRAME_SIZE_LIMIT)
+    const maxFrameSize = maxFrameSizeOf(checked)
     const noDelay = checked.noDelay ?? true
     if (typeof noDelay !== 'boolean') throw invalidArgType('options.noDelay', 'of type boolean', noDelay)
     this.#native = new native.NativeTransport(maxFrameSize, noDelay)
@@ -432,40 +494,109 @@ export class TcpTransport {
   }
 
   /** Listens on `bind` (`host:port` or `tcp://host:port`; port 0 picks one). */
-  async listen(bind: string): Promise<Listener> {
-    const listening = this.#native.listen(checkString(bind, 'bind'))
-    if (isFailure(listening)) throw new ListenError(listening.kind as ListenErrorKind, listening.message)
-    return new Listener(listening)
+  listen(bind: string): Promise<Listener> {
+    return listenWith(this.#native, bind)
   }
 
   /** Connects to `endpoint` (`host:port` or `tcp://host:port`); a host name is resolved first. */
+  connect(endpoint: string, options?: OperationOptions): Promise<Connection> {
+    return connectWith(this.#native, endpoint, options, resolve)
+  }
+}
+
+/** Options of {@link UnixTransport}. */
+export interface UnixTransportOptions {
+  /** The largest payload a connection accepts, in bytes: default 16 MiB, at most 4 GiB - 1. */
+  maxFrameSize?: number
+}
+
+/**
+ * Unix domain sockets (`unix:///absolute/path`): the same frames as TCP, for peers on one
+ * host. `listen` replaces a socket file nobody serves (left by a process that died) and
+ * refuses a served one with `AddressInUse`; a listener removes its file when it is closed.
+ * On Windows every call rejects with kind `Unsupported`.
+ */
+export class UnixTransport implements Transport {
+  #native: native.NativeTransport
+
+  constructor(options: UnixTransportOptions = {}) {
+    const checked = checkOptions<UnixTransportOptions>(options)
+    this.#native = native.NativeTransport.unix(maxFrameSizeOf(checked))
+  }
+
+  /** True for `unix:///absolute/path`. */
+  accepts(address: string): boolean {
+    return this.#native.accepts(checkString(address, 'address'))
+  }
+
+  /** Listens on `bind` (`unix:///absolute/path`). */
+  listen(bind: string): Promise<Listener> {
+    return listenWith(this.#native, bind)
+  }
+
+  /** Connects to `endpoint` (`unix:///absolute/path`). */
+  connect(endpoint: string, options?: OperationOptions): Promise<Connection> {
+    return connectWith(this.#native, endpoint, options, async (path) => path)
+  }
+}
+
+/**
+ * One transport for every scheme (Splinter's name): `listen` and `connect` go to the first
+ * of its transports that accepts the address. `new MultiTransport()` holds TCP and Unix
+ * sockets with their default options; give your own list to choose options. An address no
+ * transport accepts is `InvalidEndpoint`.
+ */
+export class MultiTransport implements Transport {
+  readonly #transports: readonly Transport[]
+
+  constructor(transports?: readonly Transport[]) {
+    if (transports === undefined) {
+      this.#transports = [new TcpTransport(), new UnixTransport()]
+      return
+    }
+    if (!Array.isArray(transports)) throw invalidArgType('transports', 'an array of transports', transports)
+    transports.forEach((transport, i) => {
+      const looksLike =
+        typeof transport === 'object' &&
+        transport !== null &&
+        typeof transport.accepts === 'function' &&
+        typeof transport.listen === 'function' &&
+        typeof transport.connect === 'function'
+      if (!looksLike) throw invalidArgType(`transports[${i}]`, 'a transport (accepts, listen, connect)', transport)
+    })
+    // A copy: changing the caller's array later does not change this transport.
+    this.#transports = Object.freeze([...transports])
+  }
+
+  /** The transports it dispatches to, in the order it tries them. */
+  get transports(): readonly Transport[] {
+    return this.#transports
+  }
+
+  /** True if one of its transports accepts `address`. */
+  accepts(address: string): boolean {
+    checkString(address, 'address')
+    return this.#transports.some((transport) => transport.accepts(address))
+  }
+
+  /** Listens through the first transport that accepts `bind`. */
+  async listen(bind: string): Promise<Listener> {
+    checkString(bind, 'bind')
+    const transport = this.#transports.find((candidate) => candidate.accepts(bind))
+    if (!transport) {
+      throw new ListenError(ListenErrorKind.InvalidEndpoint, `no transport accepts ${JSON.stringify(bind)}`)
+    }
+    return transport.listen(bind)
+  }
+
+  /** Connects through the first transport that accepts `endpoint`. */
   async connect(endpoint: string, options?: OperationOptions): Promise<Connection> {
     checkString(endpoint, 'endpoint')
-    const { signal, timeout } = operationOptions(options)
-    if (!this.#native.accepts(endpoint)) {
-      throw new ConnectError(ConnectErrorKind.InvalidEndpoint, `not a valid endpoint: ${JSON.stringify(endpoint)}`)
+    const transport = this.#transports.find((candidate) => candidate.accepts(endpoint))
+    if (!transport) {
+      throw new ConnectError(ConnectErrorKind.InvalidEndpoint, `no transport accepts ${JSON.stringify(endpoint)}`)
     }
-    const aborted = () =>
-      withCause(new ConnectError(ConnectErrorKind.Aborted, `the connection to ${endpoint} was aborted`), signal)
-    if (signal?.aborted) throw aborted()
-    const started = performance.now()
-    // The signal and the timeout bound the host name's lookup too.
-    const timedOut = () => new ConnectError(ConnectErrorKind.Timeout, `timed out resolving the host of ${endpoint}`)
-    const address = await bounded(resolve(endpoint), signal, aborted, timeout, timedOut)
-    if (signal?.aborted) throw aborted()
-    const left = timeout === undefined ? undefined : Math.max(0, timeout - (performance.now() - started))
-    const id = this.#native.connect(address, nativeTimeout(left))
-    if (isFailure(id)) throw new ConnectError(id.kind as ConnectErrorKind, `${id.message} (${endpoint})`)
-    return completion(
-      id,
-      (done) => {
-        if (done.failure) {
-          throw new ConnectError(done.failure.kind as ConnectErrorKind, `${done.failure.message} (${endpoint})`)
-        }
-        return new Connection(done.connection as native.NativeConnection)
-      },
-      signal,
-    )
+    return transport.connect(endpoint, options)
   }
 }
 

@@ -126,14 +126,15 @@ async function establish() {
         if (sockets.length === conns) resolve()
       })
     })
-    server.listen({ host: '127.0.0.1', port: 0, backlog: 1024 })
+    // `path`: over a Unix socket at that path, else over loopback TCP.
+    server.listen(config.path ? { path: config.path, backlog: 1024 } : { host: '127.0.0.1', port: 0, backlog: 1024 })
     await once(server, 'listening')
-    emit('listening', { port: server.address().port })
+    emit('listening', { port: config.path ? 0 : server.address().port })
     await all
     server.close()
   } else {
     for (let i = 0; i < conns; i++) {
-      const socket = net.connect({ host: '127.0.0.1', port: config.port })
+      const socket = net.connect(config.path ? { path: config.path } : { host: '127.0.0.1', port: config.port })
       await once(socket, 'connect')
       sockets.push(prepare(socket))
     }

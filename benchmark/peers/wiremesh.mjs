@@ -29,7 +29,7 @@ import {
   emitReceiverResult,
 } from './common.mjs'
 
-const { Envelope, Mesh, SendError, SendErrorKind, TcpTransport } = wiremesh
+const { Envelope, Mesh, SendError, SendErrorKind, TcpTransport, UnixTransport } = wiremesh
 const { role, scenario, conns, size, count } = config
 
 // A sender's outgoing queue per connection: about 1 MiB of frames, 16 to 1024 of them.
@@ -40,18 +40,21 @@ const newMesh = () => (role === 'send' ? new Mesh(4096, outgoingCapacity) : new 
 // wiremesh-50's clients make a mesh per connection (`clients`), none for all.
 const meshPerConnection = config.meshes === 'per-connection' && role === 'send'
 const mesh = meshPerConnection ? null : newMesh()
-const transport = new TcpTransport()
+// `path`: over a Unix socket at that path, else over loopback TCP.
+const transport = config.path ? new UnixTransport() : new TcpTransport()
+const bind = config.path ? `unix://${config.path}` : '127.0.0.1:0'
+const dial = () => (config.path ? `unix://${config.path}` : `127.0.0.1:${config.port}`)
 
 /** The connections' ids, in the order of the sender's connection index. */
 async function establish() {
   const ids = []
   if (config.listen) {
-    const listener = await transport.listen('127.0.0.1:0')
-    emit('listening', { port: Number(listener.endpoint.split(':').pop()) })
+    const listener = await transport.listen(bind)
+    emit('listening', { port: config.path ? 0 : Number(listener.endpoint.split(':').pop()) })
     while (ids.length < conns) ids.push(mesh.add(await listener.accept()))
     listener.close()
   } else {
-    while (ids.length < conns) ids.push(mesh.add(await transport.connect(`127.0.0.1:${config.port}`)))
+    while (ids.length < conns) ids.push(mesh.add(await transport.connect(dial())))
   }
   return ids
 }
@@ -81,7 +84,7 @@ async function clients() {
     for (let conn = 0; conn < conns; conn++) {
       const own = newMesh()
       meshes.push(own)
-      ids.push(own.add(await transport.connect(`127.0.0.1:${config.port}`)))
+      ids.push(own.add(await transport.connect(dial())))
     }
     request = async (conn, seq) => {
       const own = meshes[conn]

@@ -28,7 +28,7 @@ use napi_derive::napi;
 use rustc_hash::FxHashMap;
 use wiremesh_core::{
     AcceptError, ConnectError, Connection, ConnectionError, ListenError, Lobby, OperationId,
-    TcpTransport, Transport,
+    TcpTransport, Transport, UnixTransport,
 };
 
 use crate::env::{self, EnvWaker, Mark};
@@ -220,6 +220,7 @@ fn connect_failure(err: ConnectError) -> Failure {
         ConnectError::Io(_) => failure("IoError", err),
         ConnectError::Timeout => failure("Timeout", err),
         ConnectError::Aborted => failure("Aborted", err),
+        ConnectError::Unsupported(_) => failure("Unsupported", err),
     }
 }
 
@@ -243,25 +244,35 @@ fn connection_failure(err: ConnectionError) -> Failure {
     }
 }
 
-/// The TCP transport.
+/// A transport of the core: TCP by default, or Unix sockets (`unix`).
 #[napi]
 pub struct NativeTransport {
-    transport: TcpTransport,
+    transport: Box<dyn Transport>,
 }
 
 #[napi]
 impl NativeTransport {
-    /// A transport whose connections accept frames of up to `max_frame_size` bytes.
+    /// The TCP transport, whose connections accept frames of up to `max_frame_size` bytes.
     #[napi(constructor)]
     pub fn new(max_frame_size: u32, no_delay: bool) -> Self {
         NativeTransport {
-            transport: TcpTransport::default()
-                .with_max_frame_size(max_frame_size)
-                .with_no_delay(no_delay),
+            transport: Box::new(
+                TcpTransport::default()
+                    .with_max_frame_size(max_frame_size)
+                    .with_no_delay(no_delay),
+            ),
         }
     }
 
-    /// True for `host:port` and `tcp://host:port`.
+    /// The Unix-socket transport (`unix:///absolute/path`).
+    #[napi(factory)]
+    pub fn unix(max_frame_size: u32) -> Self {
+        NativeTransport {
+            transport: Box::new(UnixTransport::default().with_max_frame_size(max_frame_size)),
+        }
+    }
+
+    /// True for the endpoints of its scheme.
     #[napi]
     pub fn accepts(&self, address: String) -> bool {
         self.transport.accepts(&address)
@@ -298,6 +309,7 @@ impl NativeTransport {
                     ListenError::InvalidEndpoint(_) => "InvalidEndpoint",
                     ListenError::AddressInUse(_) => "AddressInUse",
                     ListenError::Io(_) => "IoError",
+                    ListenError::Unsupported(_) => "Unsupported",
                 };
                 return Ok(Either::B(failure(kind, format!("{err} ({bind})"))));
             }

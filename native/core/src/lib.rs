@@ -44,4 +44,6 @@ pub use incoming::{Delivery, Disconnect, Received};
 pub use lobby::{Done, Handed, ListenerId, Lobby, OperationId};
 pub use mesh::{Disconnects, Incoming, Mesh, Notified, Outgoing, Removal, WeakMesh};
 pub use reactor::{Notify, QUANTUM};
-pub use transport::{Connecting, Connection, Listener, Stream, TcpTransport, Transport};
+pub use transport::{
+    Connecting, Connection, Listener, Stream, TcpTransport, Transport, UnixTransport,
+};

@@ -16,6 +16,8 @@ pub enum ListenError {
     AddressInUse(io::Error),
     /// The operating system refused (permission, no such address, …).
     Io(io::Error),
+    /// This platform lacks the transport (Unix sockets on Windows).
+    Unsupported(String),
 }
 
 impl ListenError {
@@ -34,6 +36,7 @@ impl fmt::Display for ListenError {
             ListenError::InvalidEndpoint(bind) => write!(f, "not a valid bind address: {bind:?}"),
             ListenError::AddressInUse(err) => write!(f, "the address is in use: {err}"),
             ListenError::Io(err) => write!(f, "could not listen: {err}"),
+            ListenError::Unsupported(what) => f.write_str(what),
         }
     }
 }
@@ -42,7 +45,7 @@ impl std::error::Error for ListenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ListenError::Io(err) | ListenError::AddressInUse(err) => Some(err),
-            ListenError::InvalidEndpoint(_) => None,
+            ListenError::InvalidEndpoint(_) | ListenError::Unsupported(_) => None,
         }
     }
 }
@@ -58,6 +61,8 @@ pub enum ConnectError {
     Timeout,
     /// The attempt was cancelled.
     Aborted,
+    /// This platform lacks the transport (Unix sockets on Windows).
+    Unsupported(String),
 }
 
 impl fmt::Display for ConnectError {
@@ -69,6 +74,7 @@ impl fmt::Display for ConnectError {
             ConnectError::Io(err) => write!(f, "could not connect: {err}"),
             ConnectError::Timeout => f.write_str("timed out connecting"),
             ConnectError::Aborted => f.write_str("the connection attempt was aborted"),
+            ConnectError::Unsupported(what) => f.write_str(what),
         }
     }
 }

@@ -16,11 +16,43 @@
 //!   when it is readable. The blocking [`Transport::connect`] and [`Listener::accept`] are
 //!   for programs without an event loop.
 //! - Endpoints are strings. The TCP transport takes `host:port` and `tcp://host:port`,
-//!   and names its endpoints `tcp://ip:port`.
+//!   and names its endpoints `tcp://ip:port`; the Unix transport takes and names
+//!   `unix:///absolute/path`.
+
+/// Implements mio's `Source` for a type by handing every call to one of its fields.
+#[allow(unused_macros)] // where no transport of the platform needs it
+macro_rules! delegate_source {
+    ($type:ty, $field:ident) => {
+        impl mio::event::Source for $type {
+            fn register(
+                &mut self,
+                registry: &mio::Registry,
+                token: mio::Token,
+                interests: mio::Interest,
+            ) -> std::io::Result<()> {
+                self.$field.register(registry, token, interests)
+            }
+
+            fn reregister(
+                &mut self,
+                registry: &mio::Registry,
+                token: mio::Token,
+                interests: mio::Interest,
+            ) -> std::io::Result<()> {
+                self.$field.reregister(registry, token, interests)
+            }
+
+            fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+                self.$field.deregister(registry)
+            }
+        }
+    };
+}
 
 pub(crate) mod connection;
 pub mod error;
 mod tcp;
+mod unix;
 
 use std::time::Duration;
 use std::{fmt, io};
@@ -28,6 +60,9 @@ use std::{fmt, io};
 pub use connection::{Connection, DIRECT_READ, RUN_PAYLOAD_LIMIT};
 pub use error::{AcceptError, ConnectError, ConnectionError, DisconnectReason, ListenError};
 pub use tcp::{TcpConnecting, TcpListener, TcpTransport};
+pub use unix::UnixTransport;
+#[cfg(unix)]
+pub use unix::{UnixConnecting, UnixListener};
 
 /// A byte stream a [`Connection`] runs over.
 pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug {

@@ -14,35 +14,6 @@ use crate::codec::DEFAULT_MAX_FRAME_SIZE;
 
 const SCHEME: &str = "tcp://";
 
-/// Implements mio's `Source` for a type by handing every call to one of its fields.
-macro_rules! delegate_source {
-    ($type:ty, $field:ident) => {
-        impl Source for $type {
-            fn register(
-                &mut self,
-                registry: &Registry,
-                token: Token,
-                interests: Interest,
-            ) -> io::Result<()> {
-                self.$field.register(registry, token, interests)
-            }
-
-            fn reregister(
-                &mut self,
-                registry: &Registry,
-                token: Token,
-                interests: Interest,
-            ) -> io::Result<()> {
-                self.$field.reregister(registry, token, interests)
-            }
-
-            fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-                self.$field.deregister(registry)
-            }
-        }
-    };
-}
-
 /// The TCP transport: frames over TCP, byte-compatible with Splinter's `RawTransport`.
 ///
 /// # Examples

@@ -34,7 +34,21 @@ export {
   SendErrorKind,
 } from './lib/errors'
 export type { ErrorCode } from './lib/errors'
-export { Connection, Listener, MultiTransport, RawTransport, TcpTransport, UnixTransport } from './lib/transports'
-export type { OperationOptions, TcpTransportOptions, Transport, UnixTransportOptions } from './lib/transports'
+export {
+  Connection,
+  InprocTransport,
+  Listener,
+  MultiTransport,
+  RawTransport,
+  TcpTransport,
+  UnixTransport,
+} from './lib/transports'
+export type {
+  InprocTransportOptions,
+  OperationOptions,
+  TcpTransportOptions,
+  Transport,
+  UnixTransportOptions,
+} from './lib/transports'
 export { Incoming, Mesh, MeshLifeCycle, MeshMatrixReceiver, MeshMatrixSender, Outgoing } from './lib/mesh'
 export type { MeshEvents, SendWaitOptions } from './lib/mesh'

@@ -21,7 +21,7 @@ import {
   TcpTransport,
   UnixTransport,
 } from '../index'
-import { frame, frameReader, nextDisconnect, numbered, numberOf } from './helpers'
+import { frame, frameReader, nextDisconnect, numbered, numberOf, sleep } from './helpers'
 
 const unixOnly = process.platform === 'win32' ? test.skip : test
 const windowsOnly = process.platform === 'win32' ? test : test.skip
@@ -75,6 +75,8 @@ unixOnly('a mesh streams both ways over Unix sockets, in order, and hears the pe
   t.is(error.kind, DisconnectErrorKind.Eof)
   mesh.shutdown()
   listener.close()
+  // The lobby drops the listener, and its file, just after close() returns.
+  for (let i = 0; i < 100 && existsSync(file); i++) await sleep(10)
   t.false(existsSync(file), 'closing the listener removes its socket file')
 })
 

@@ -94,7 +94,7 @@ export class Connection {
   /** @internal Made by transports, listeners and `Mesh.remove`. */
   constructor(handle: native.NativeConnection) {
     if (!(handle instanceof native.NativeConnection)) {
-      throw new TypeError('Connections are made by TcpTransport.connect, Listener.accept and Mesh.remove')
+      throw new TypeError("Connections are made by a transport's connect, Listener.accept and Mesh.remove")
     }
     this.#native = handle
     this.localEndpoint = handle.localEndpoint
@@ -540,10 +540,49 @@ export class UnixTransport implements Transport {
   }
 }
 
+/** Options of {@link InprocTransport}. */
+export interface InprocTransportOptions {
+  /** The largest payload a connection accepts, in bytes: default 16 MiB, at most 4 GiB - 1. */
+  maxFrameSize?: number
+}
+
+/**
+ * In-process connections (`inproc://name`) between meshes of one process, across its worker
+ * threads: one registry per process, so a mesh in one worker listens on `inproc://jobs` and
+ * meshes in others connect to it. Nothing outside the process can reach them. The same
+ * frames, backpressure and disconnect notices as the other transports (a worker that ends
+ * or is terminated closes its connections). A name has one listener at a time
+ * (`AddressInUse`); a name nobody serves is `IoError`. On Windows every call rejects with
+ * kind `Unsupported`.
+ */
+export class InprocTransport implements Transport {
+  #native: native.NativeTransport
+
+  constructor(options: InprocTransportOptions = {}) {
+    const checked = checkOptions<InprocTransportOptions>(options)
+    this.#native = native.NativeTransport.inproc(maxFrameSizeOf(checked))
+  }
+
+  /** True for `inproc://name` (a name of 1 to 255 bytes). */
+  accepts(address: string): boolean {
+    return this.#native.accepts(checkString(address, 'address'))
+  }
+
+  /** Serves `bind` (`inproc://name`) in this process. */
+  listen(bind: string): Promise<Listener> {
+    return listenWith(this.#native, bind)
+  }
+
+  /** Connects to the listener of `endpoint` (`inproc://name`) in this process. */
+  connect(endpoint: string, options?: OperationOptions): Promise<Connection> {
+    return connectWith(this.#native, endpoint, options, async (name) => name)
+  }
+}
+
 /**
  * One transport for every scheme (Splinter's name): `listen` and `connect` go to the first
- * of its transports that accepts the address. `new MultiTransport()` holds TCP and Unix
- * sockets with their default options; give your own list to choose options. An address no
+ * of its transports that accepts the address. `new MultiTransport()` holds TCP, Unix
+ * sockets and in-process connections with their default options; give your own list to choose options. An address no
  * transport accepts is `InvalidEndpoint`.
  */
 export class MultiTransport implements Transport {
@@ -551,7 +590,7 @@ export class MultiTransport implements Transport {
 
   constructor(transports?: readonly Transport[]) {
     if (transports === undefined) {
-      this.#transports = [new TcpTransport(), new UnixTransport()]
+      this.#transports = [new TcpTransport(), new UnixTransport(), new InprocTransport()]
       return
     }
     if (!Array.isArray(transports)) throw invalidArgType('transports', 'an array of transports', transports)

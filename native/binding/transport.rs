@@ -27,8 +27,8 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rustc_hash::FxHashMap;
 use wiremesh_core::{
-    AcceptError, ConnectError, Connection, ConnectionError, ListenError, Lobby, OperationId,
-    TcpTransport, Transport, UnixTransport,
+    AcceptError, ConnectError, Connection, ConnectionError, InprocTransport, ListenError, Lobby,
+    OperationId, TcpTransport, Transport, UnixTransport,
 };
 
 use crate::env::{self, EnvWaker, Mark};
@@ -244,7 +244,7 @@ fn connection_failure(err: ConnectionError) -> Failure {
     }
 }
 
-/// A transport of the core: TCP by default, or Unix sockets (`unix`).
+/// A transport of the core: TCP by default, Unix sockets (`unix`) or in-process (`inproc`).
 #[napi]
 pub struct NativeTransport {
     transport: Box<dyn Transport>,
@@ -269,6 +269,14 @@ impl NativeTransport {
     pub fn unix(max_frame_size: u32) -> Self {
         NativeTransport {
             transport: Box::new(UnixTransport::default().with_max_frame_size(max_frame_size)),
+        }
+    }
+
+    /// The in-process transport (`inproc://name`), one registry per process.
+    #[napi(factory)]
+    pub fn inproc(max_frame_size: u32) -> Self {
+        NativeTransport {
+            transport: Box::new(InprocTransport::default().with_max_frame_size(max_frame_size)),
         }
     }
 

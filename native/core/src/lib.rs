@@ -45,5 +45,6 @@ pub use lobby::{Done, Handed, ListenerId, Lobby, OperationId};
 pub use mesh::{Disconnects, Incoming, Mesh, Notified, Outgoing, Removal, WeakMesh};
 pub use reactor::{Notify, QUANTUM};
 pub use transport::{
-    Connecting, Connection, Listener, Stream, TcpTransport, Transport, UnixTransport,
+    Connecting, Connection, InprocTransport, Listener, Stream, TcpTransport, Transport,
+    UnixTransport,
 };

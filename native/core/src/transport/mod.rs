@@ -17,7 +17,7 @@
 //!   for programs without an event loop.
 //! - Endpoints are strings. The TCP transport takes `host:port` and `tcp://host:port`,
 //!   and names its endpoints `tcp://ip:port`; the Unix transport takes and names
-//!   `unix:///absolute/path`.
+//!   `unix:///absolute/path`; the in-process one `inproc://name`.
 
 /// Implements mio's `Source` for a type by handing every call to one of its fields.
 #[allow(unused_macros)] // where no transport of the platform needs it
@@ -51,6 +51,7 @@ macro_rules! delegate_source {
 
 pub(crate) mod connection;
 pub mod error;
+mod inproc;
 mod tcp;
 mod unix;
 
@@ -59,6 +60,9 @@ use std::{fmt, io};
 
 pub use connection::{Connection, DIRECT_READ, RUN_PAYLOAD_LIMIT};
 pub use error::{AcceptError, ConnectError, ConnectionError, DisconnectReason, ListenError};
+pub use inproc::InprocTransport;
+#[cfg(unix)]
+pub use inproc::{InprocConnecting, InprocListener};
 pub use tcp::{TcpConnecting, TcpListener, TcpTransport};
 pub use unix::UnixTransport;
 #[cfg(unix)]

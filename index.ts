@@ -35,6 +35,6 @@ export {
 } from './lib/errors'
 export type { ErrorCode } from './lib/errors'
 export { Connection, Listener, RawTransport, TcpTransport } from './lib/transports'
-export type { OperationOptions, TcpTransportOptions } from './lib/transports'
+export type { Framing, OperationOptions, TcpTransportOptions } from './lib/transports'
 export { Incoming, Mesh, MeshLifeCycle, MeshMatrixReceiver, MeshMatrixSender, Outgoing } from './lib/mesh'
 export type { MeshEvents, SendWaitOptions } from './lib/mesh'

@@ -26,6 +26,7 @@ use crossbeam_queue::SegQueue;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rustc_hash::FxHashMap;
+use wiremesh_core::codec::Framing;
 use wiremesh_core::{
     AcceptError, ConnectError, Connection, ConnectionError, ListenError, Lobby, OperationId,
     TcpTransport, Transport,
@@ -259,6 +260,24 @@ impl NativeTransport {
                 .with_max_frame_size(max_frame_size)
                 .with_no_delay(no_delay),
         }
+    }
+
+    /// Frames its connections as `framing`: `raw` (the default) or `splinter-v1`
+    /// (Splinter's versioned frames, negotiated when a connection opens).
+    #[napi]
+    pub fn set_framing(&mut self, framing: String) -> Result<()> {
+        let framing = match framing.as_str() {
+            "raw" => Framing::Raw,
+            "splinter-v1" => Framing::SplinterV1,
+            other => {
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    format!("unknown framing {other:?}"),
+                ))
+            }
+        };
+        self.transport = self.transport.clone().with_framing(framing);
+        Ok(())
     }
 
     /// True for `host:port` and `tcp://host:port`.

@@ -44,6 +44,7 @@ export {
   UnixTransport,
 } from './lib/transports'
 export type {
+  Framing,
   InprocTransportOptions,
   OperationOptions,
   TcpTransportOptions,

@@ -1,6 +1,7 @@
 /**
  * Argument checks. A value of the wrong type is a `TypeError` with Node's
- * `ERR_INVALID_ARG_TYPE`; a number out of its range a `RangeError` with `ERR_OUT_OF_RANGE`.
+ * `ERR_INVALID_ARG_TYPE`; a number out of its range a `RangeError` with `ERR_OUT_OF_RANGE`;
+ * a string that is not one of those allowed a `TypeError` with `ERR_INVALID_ARG_VALUE`.
  * Methods that return a promise reject with them instead of throwing.
  *
  * @module
@@ -23,6 +24,23 @@ export function outOfRange(name: string, expected: string, actual: unknown): Ran
   )
   ;(error as RangeError & { code: string }).code = 'ERR_OUT_OF_RANGE'
   return error
+}
+
+/** A `TypeError` with Node's `ERR_INVALID_ARG_VALUE` code: a value of the right type that is not allowed. */
+export function invalidArgValue(name: string, reason: string, actual: unknown): TypeError {
+  const shown = typeof actual === 'string' ? `'${actual}'` : String(actual)
+  const error = new TypeError(`The argument '${name}' ${reason}. Received ${shown}`)
+  ;(error as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE'
+  return error
+}
+
+/** One of the strings `allowed`: another string is `ERR_INVALID_ARG_VALUE`, another type `ERR_INVALID_ARG_TYPE`. */
+export function checkOneOf<T extends string>(value: unknown, name: string, allowed: readonly T[]): T {
+  if (typeof value !== 'string') throw invalidArgType(name, 'of type string', value)
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw invalidArgValue(name, `must be one of: ${allowed.map((a) => `'${a}'`).join(', ')}`, value)
+  }
+  return value as T
 }
 
 /** A connection id: a non-negative safe integer. */

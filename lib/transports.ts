@@ -14,6 +14,7 @@ import { isIP } from 'node:net'
 import * as native from '../binding.js'
 import {
   checkCount,
+  checkOneOf,
   checkOptionalTimeout,
   checkOptions,
   checkSignal,
@@ -419,7 +420,17 @@ export interface TcpTransportOptions {
   maxFrameSize?: number
   /** Set `TCP_NODELAY` (default `true`: the mesh batches writes itself). */
   noDelay?: boolean
+  /**
+   * How frames look on the wire: `'raw'` (default; a 4-byte length, then the payload) or
+   * `'splinter-v1'` (Splinter's TCP transport from 0.3.13 on: a version negotiation when a
+   * connection opens, then a 7-byte header with a checksum before each payload).
+   */
+  framing?: Framing
 }
+
+/** The framings a {@link TcpTransport} speaks. */
+export type Framing = 'raw' | 'splinter-v1'
+const FRAMINGS: readonly Framing[] = ['raw', 'splinter-v1']
 
 /** `options.maxFrameSize`, checked, or the default. */
 function maxFrameSizeOf(options: { maxFrameSize?: number }): number {
@@ -475,7 +486,8 @@ async function connectWith(
 
 /**
  * The TCP transport: frames (a 4-byte big-endian length, then the payload) over TCP,
- * byte-compatible with Splinter's raw transport. `RawTransport` is the same class.
+ * byte-compatible with Splinter's raw transport; with `framing: 'splinter-v1'`, with
+ * Splinter's TCP transport (0.3.13 on). `RawTransport` is the same class.
  */
 export class TcpTransport implements Transport {
   #native: native.NativeTransport
@@ -485,7 +497,8 @@ export class TcpTransport implements Transport {
     const maxFrameSize = maxFrameSizeOf(checked)
     const noDelay = checked.noDelay ?? true
     if (typeof noDelay !== 'boolean') throw invalidArgType('options.noDelay', 'of type boolean', noDelay)
-    this.#native = new native.NativeTransport(maxFrameSize, noDelay)
+    const framing = checked.framing === undefined ? 'raw' : checkOneOf(checked.framing, 'options.framing', FRAMINGS)
+    this.#native = new native.NativeTransport(maxFrameSize, noDelay, framing)
   }
 
   /** True for `host:port` and `tcp://host:port`. */

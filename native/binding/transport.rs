@@ -26,6 +26,7 @@ use crossbeam_queue::SegQueue;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rustc_hash::FxHashMap;
+use wiremesh_core::codec::Framing;
 use wiremesh_core::{
     AcceptError, ConnectError, Connection, ConnectionError, InprocTransport, ListenError, Lobby,
     OperationId, TcpTransport, Transport, UnixTransport,
@@ -252,16 +253,29 @@ pub struct NativeTransport {
 
 #[napi]
 impl NativeTransport {
-    /// The TCP transport, whose connections accept frames of up to `max_frame_size` bytes.
+    /// The TCP transport, whose connections accept frames of up to `max_frame_size` bytes,
+    /// framed as `framing`: `raw` or `splinter-v1` (Splinter's versioned frames, negotiated
+    /// when a connection opens).
     #[napi(constructor)]
-    pub fn new(max_frame_size: u32, no_delay: bool) -> Self {
-        NativeTransport {
+    pub fn new(max_frame_size: u32, no_delay: bool, framing: String) -> Result<Self> {
+        let framing = match framing.as_str() {
+            "raw" => Framing::Raw,
+            "splinter-v1" => Framing::SplinterV1,
+            other => {
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    format!("unknown framing {other:?}"),
+                ))
+            }
+        };
+        Ok(NativeTransport {
             transport: Box::new(
                 TcpTransport::default()
                     .with_max_frame_size(max_frame_size)
-                    .with_no_delay(no_delay),
+                    .with_no_delay(no_delay)
+                    .with_framing(framing),
             ),
-        }
+        })
     }
 
     /// The Unix-socket transport (`unix:///absolute/path`).

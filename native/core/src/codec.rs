@@ -26,6 +26,12 @@
 //! - [`EncodedFrames`] is a run of whole frames already encoded, sharing one buffer with
 //!   other runs: checked once when made (every header matches the bytes that follow it),
 //!   then queued and written as they are, with no allocation or copy per frame.
+//! - A decoder made [`with_framing`](FrameDecoder::with_framing)
+//!   [`Framing::SplinterV1`] reads Splinter's 7-byte headers ([`crate::splinter`]) instead,
+//!   and refuses a header with a bad version or checksum ([`FrameError::Version`],
+//!   [`FrameError::Checksum`]). What it gives back is the same as a raw decoder's:
+//!   payloads, and runs whose headers are this module's 4-byte ones. So runs and frames
+//!   inside wiremesh are always in this module's form; only the bytes on the wire differ.
 //!
 //! # Examples
 //!
@@ -61,6 +67,32 @@ pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024 * 1024;
 /// Later growth doubles the buffer, capped by the announced length.
 const FIRST_CHUNK: usize = 4096;
 
+/// How a connection's frames look on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// A 4-byte big-endian length, then the payload (Splinter's raw transport, and
+    /// Splinter's TCP transport up to 0.3.12).
+    #[default]
+    Raw,
+    /// Splinter's version 1 frames (0.3.13 on): a 7-byte header (version, length,
+    /// checksum), after a version negotiation when the connection opens
+    /// ([`crate::splinter`]).
+    SplinterV1,
+}
+
+impl Framing {
+    /// The length of a frame header.
+    pub fn header_len(self) -> usize {
+        match self {
+            Framing::Raw => HEADER_LEN,
+            Framing::SplinterV1 => crate::splinter::HEADER_LEN,
+        }
+    }
+}
+
+/// The longest header of any framing.
+const MAX_HEADER_LEN: usize = crate::splinter::HEADER_LEN;
+
 /// A frame the codec refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
@@ -70,6 +102,18 @@ pub enum FrameError {
         len: u64,
         /// The largest payload accepted.
         max: u32,
+    },
+    /// (Splinter framing) A header's checksum does not match its other six bytes.
+    Checksum {
+        /// The checksum of the header's first six bytes.
+        expected: u8,
+        /// The checksum byte that arrived.
+        found: u8,
+    },
+    /// (Splinter framing) A header names a frame version other than 1.
+    Version {
+        /// The version it names.
+        version: u16,
     },
 }
 
@@ -81,6 +125,13 @@ impl fmt::Display for FrameError {
                     f,
                     "frame of {len} bytes exceeds the maximum frame size of {max} bytes"
                 )
+            }
+            FrameError::Checksum { expected, found } => write!(
+                f,
+                "frame header checksum {found:#04x} does not match its bytes (expected {expected:#04x})"
+            ),
+            FrameError::Version { version } => {
+                write!(f, "frame header of version {version}, not the negotiated version 1")
             }
         }
     }
@@ -116,7 +167,8 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError>
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     max_frame_size: u32,
-    header: [u8; HEADER_LEN],
+    framing: Framing,
+    header: [u8; MAX_HEADER_LEN],
     header_filled: usize,
     /// The payload of the current frame once its header is complete, with its length.
     body: Option<(Vec<u8>, usize)>,
@@ -125,12 +177,24 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder that refuses payloads longer than `max_frame_size` bytes.
     pub fn new(max_frame_size: u32) -> Self {
+        Self::with_framing(max_frame_size, Framing::Raw)
+    }
+
+    /// A decoder of frames in `framing` that refuses payloads longer than
+    /// `max_frame_size` bytes.
+    pub fn with_framing(max_frame_size: u32, framing: Framing) -> Self {
         FrameDecoder {
             max_frame_size,
-            header: [0; HEADER_LEN],
+            framing,
+            header: [0; MAX_HEADER_LEN],
             header_filled: 0,
             body: None,
         }
+    }
+
+    /// The framing it reads.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
     /// The largest payload this decoder accepts.
@@ -145,25 +209,25 @@ impl FrameDecoder {
     /// leaves the bytes of later frames in `input`.
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Vec<u8>>, FrameError> {
         if self.body.is_none() {
+            let header_len = self.framing.header_len();
             // Fast path: a whole frame at the front of the input, nothing buffered.
-            if self.header_filled == 0 && input.len() >= HEADER_LEN {
-                let len =
-                    self.check_len(u32::from_be_bytes([input[0], input[1], input[2], input[3]]))?;
-                if input.len() - HEADER_LEN >= len {
-                    let payload = input[HEADER_LEN..HEADER_LEN + len].to_vec();
-                    *input = &input[HEADER_LEN + len..];
+            if self.header_filled == 0 && input.len() >= header_len {
+                let len = self.parse_header(&input[..header_len])?;
+                if input.len() - header_len >= len {
+                    let payload = input[header_len..header_len + len].to_vec();
+                    *input = &input[header_len + len..];
                     return Ok(Some(payload));
                 }
             }
-            let take = (HEADER_LEN - self.header_filled).min(input.len());
+            let take = (header_len - self.header_filled).min(input.len());
             self.header[self.header_filled..self.header_filled + take]
                 .copy_from_slice(&input[..take]);
             self.header_filled += take;
             *input = &input[take..];
-            if self.header_filled < HEADER_LEN {
+            if self.header_filled < header_len {
                 return Ok(None);
             }
-            let len = self.check_len(u32::from_be_bytes(self.header))?;
+            let len = self.parse_header(&self.header[..header_len])?;
             let first = len.min(FIRST_CHUNK.max(input.len()));
             self.body = Some((Vec::with_capacity(first), len));
         }
@@ -196,6 +260,9 @@ impl FrameDecoder {
         if self.header_filled > 0 || self.body.is_some() {
             return None;
         }
+        if self.framing == Framing::SplinterV1 {
+            return self.decode_splinter_run(input, payload_below);
+        }
         let (mut at, mut count, mut largest) = (0, 0, 0);
         while let Some(header) = input.get(at..at + HEADER_LEN) {
             let len = u32::from_be_bytes(header.try_into().expect("four bytes"));
@@ -222,6 +289,49 @@ impl FrameDecoder {
         };
         *input = &input[at..];
         Some(run)
+    }
+
+    /// [`decode_run`](Self::decode_run) for Splinter's frames: the run is copied out with
+    /// 4-byte headers (one allocation for the run, as for raw frames), so that what leaves
+    /// the decoder looks the same whatever the framing.
+    fn decode_splinter_run(
+        &self,
+        input: &mut &[u8],
+        payload_below: usize,
+    ) -> Option<EncodedFrames> {
+        use crate::splinter::HEADER_LEN as V1_LEN;
+        let (mut at, mut count, mut largest) = (0, 0, 0);
+        while let Some(header) = input.get(at..at + V1_LEN) {
+            let Ok(len) = self.parse_header(header) else {
+                break;
+            };
+            if len >= payload_below || input.len() - at - V1_LEN < len {
+                break;
+            }
+            at += V1_LEN + len;
+            count += 1;
+            largest = largest.max(len);
+        }
+        if count == 0 {
+            return None;
+        }
+        let mut run = Vec::with_capacity(at - count * (V1_LEN - HEADER_LEN));
+        let mut frames = &input[..at];
+        while !frames.is_empty() {
+            let len = u32::from_be_bytes(frames[2..6].try_into().expect("four bytes"));
+            let end = V1_LEN + len as usize;
+            run.extend_from_slice(&len.to_be_bytes());
+            run.extend_from_slice(&frames[V1_LEN..end]);
+            frames = &frames[end..];
+        }
+        let end = run.len();
+        *input = &input[at..];
+        Some(EncodedFrames::checked(
+            Arc::from(run),
+            0..end,
+            count,
+            largest,
+        ))
     }
 
     /// Bytes of the payload in progress still to come; 0 while no payload is in progress
@@ -289,7 +399,7 @@ impl FrameDecoder {
     pub fn wanted(&self) -> usize {
         match &self.body {
             Some((payload, len)) => len - payload.len(),
-            None => HEADER_LEN - self.header_filled,
+            None => self.framing.header_len() - self.header_filled,
         }
     }
 
@@ -309,6 +419,17 @@ impl FrameDecoder {
         self.body
             .as_ref()
             .map_or(0, |(payload, _)| payload.capacity())
+    }
+
+    /// The payload length of a whole header in this decoder's framing, checked.
+    fn parse_header(&self, header: &[u8]) -> Result<usize, FrameError> {
+        let len = match self.framing {
+            Framing::Raw => u32::from_be_bytes(header.try_into().expect("a raw header")),
+            Framing::SplinterV1 => {
+                crate::splinter::parse_header(header.try_into().expect("a v1 header"))?
+            }
+        };
+        self.check_len(len)
     }
 
     fn check_len(&self, len: u32) -> Result<usize, FrameError> {

@@ -3,8 +3,8 @@
 //! This crate has no Node dependency; the napi binding is a thin layer over it. The data
 //! flows through one module per stage, each using only the ones before it:
 //!
-//! - [`codec`]: bytes to frames and back (4-byte big-endian length, then the payload); no
-//!   I/O.
+//! - [`codec`]: bytes to frames and back (4-byte big-endian length, then the payload, or
+//!   Splinter's versioned frames: [`splinter`]); no I/O.
 //! - [`transport`]: how connections are made (TCP today), and the [`Connection`] that
 //!   carries a stream with its framing state, the one home of that state.
 //! - the queues (private): each connection's bounded outgoing queue, and the incoming
@@ -31,6 +31,7 @@ mod lobby;
 mod mesh;
 mod outgoing;
 mod reactor;
+pub mod splinter;
 mod sync;
 pub mod transport;
 

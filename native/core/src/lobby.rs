@@ -17,6 +17,11 @@
 //!   lobby shuts down; accepts also with `Closed` when their listener closes.
 //! - Accepts on one listener are served first come, first served. A listener accepts only
 //!   while an accept waits, so connections nobody asked for wait in the kernel's backlog.
+//! - A connection that must negotiate before it is open (Splinter's framing) is opened by
+//!   the accept that took it, without blocking, before the accept ends: with the
+//!   connection once it is open, or with `Io` if the negotiation fails (the connection is
+//!   closed; the listener goes on) or takes longer than [`OPENING_TIMEOUT`]. Meanwhile
+//!   the next accept takes the next connection.
 //! - A completion must be quick and must not call back into the lobby.
 
 use std::cmp::Reverse;
@@ -28,7 +33,7 @@ use std::sync::atomic::{
 };
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use crossbeam_queue::ArrayQueue;
@@ -53,6 +58,9 @@ const WAKER: Token = Token(usize::MAX);
 /// Tokens of listeners have this bit; operations' do not.
 const LISTENER: usize = 1 << (usize::BITS - 2);
 const EVENTS: usize = 256;
+/// The longest an accepted connection may take to finish its opening negotiation: a peer
+/// that sends nothing cannot hold an accept for ever.
+pub const OPENING_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Operation {
     Connect {
@@ -61,6 +69,9 @@ enum Operation {
     },
     Accept {
         listener: ListenerId,
+        /// The connection it accepted while it negotiates (registered under the accept's
+        /// token, out of its listener's line), and when to give up on it.
+        opening: Option<(Connection, Instant)>,
         done: Done<Result<Connection, AcceptError>>,
     },
     Send {
@@ -268,7 +279,12 @@ impl Lobby {
         deadline: Option<Instant>,
         done: Done<Result<Connection, AcceptError>>,
     ) -> OperationId {
-        self.start(Operation::Accept { listener, done }, deadline)
+        let operation = Operation::Accept {
+            listener,
+            opening: None,
+            done,
+        };
+        self.start(operation, deadline)
     }
 
     /// Closes a listener: its waiting accepts end with `Closed`. Idempotent.
@@ -436,12 +452,23 @@ impl EventLoop {
                 return Some(deadline - now);
             }
             self.deadlines.pop();
-            if self
-                .operations
-                .get(&id)
-                .is_some_and(|waiting| waiting.deadline == Some(deadline))
-            {
+            let Some(waiting) = self.operations.get(&id) else {
+                continue;
+            };
+            if waiting.deadline == Some(deadline) {
                 self.end(id, Ending::Timeout);
+            } else if matches!(
+                &waiting.operation,
+                Operation::Accept { opening: Some((_, give_up)), .. } if *give_up == deadline
+            ) {
+                let err = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer did not finish opening the connection within {} s",
+                        OPENING_TIMEOUT.as_secs()
+                    ),
+                );
+                self.conclude(id, Outcome::Accepted(Err(err)));
             }
         }
         None
@@ -468,6 +495,16 @@ impl EventLoop {
                 if let Some(mut listening) = self.listeners.remove(&id) {
                     let _ = self.poll.registry().deregister(&mut listening.listener);
                     for accept in listening.accepts {
+                        self.end(accept, Ending::Closed);
+                    }
+                    // And those whose connection is still negotiating.
+                    let opening: Vec<OperationId> = (self.operations.iter())
+                        .filter(|(_, waiting)| {
+                            matches!(waiting.operation, Operation::Accept { listener, .. } if listener == id)
+                        })
+                        .map(|(accept, _)| *accept)
+                        .collect();
+                    for accept in opening {
                         self.end(accept, Ending::Closed);
                     }
                 }
@@ -547,8 +584,21 @@ impl EventLoop {
                 Ok(Some(frame)) => Outcome::Received(Ok(frame)),
                 Err(err) => Outcome::Received(Err(err)),
             },
-            Operation::Accept { .. } => return,
+            Operation::Accept {
+                opening: Some((connection, _)),
+                ..
+            } => match connection.open_some() {
+                Ok(false) => return,
+                Ok(true) => Outcome::Accepted(Ok(())),
+                Err(err) => Outcome::Accepted(Err(err.into_io())),
+            },
+            Operation::Accept { opening: None, .. } => return,
         };
+        self.conclude(id, outcome);
+    }
+
+    /// Ends operation `id` with its outcome.
+    fn conclude(&mut self, id: OperationId, outcome: Outcome) {
         let waiting = self.operations.remove(&id).expect("present above");
         let mut operation = waiting.operation;
         self.deregister(&mut operation);
@@ -564,6 +614,17 @@ impl EventLoop {
             (operation, Outcome::Sent(result)) => finish(id, operation, result),
             (Operation::Recv { connection, done }, Outcome::Received(result)) => {
                 done(id, (connection, result))
+            }
+            (
+                Operation::Accept {
+                    opening: Some((connection, _)),
+                    done,
+                    ..
+                },
+                Outcome::Accepted(result),
+            ) => {
+                // Refused: the connection is dropped here, which closes it.
+                done(id, result.map(|()| connection).map_err(AcceptError::Io))
             }
             _ => unreachable!("each operation has its own outcome"),
         }
@@ -589,12 +650,35 @@ impl EventLoop {
                 Err(err) => Err(err),
             };
             listening.accepts.pop_front();
-            let waiting = self.operations.remove(&accept).expect("checked above");
-            let Operation::Accept { done, .. } = waiting.operation else {
-                unreachable!("a listener's queue holds accepts")
-            };
-            done(accept, result);
+            match result {
+                Ok(connection) if !connection.is_open() => self.open(accept, connection),
+                result => {
+                    let waiting = self.operations.remove(&accept).expect("checked above");
+                    let Operation::Accept { done, .. } = waiting.operation else {
+                        unreachable!("a listener's queue holds accepts")
+                    };
+                    done(accept, result);
+                }
+            }
         }
+    }
+
+    /// Has accept `id` open the connection it took: registered under the accept's token,
+    /// its negotiation goes as far as it can now and on at each readiness event.
+    fn open(&mut self, id: OperationId, mut connection: Connection) {
+        let interests = Interest::READABLE | Interest::WRITABLE;
+        let registry = self.poll.registry();
+        if let Err(err) = registry.register(connection.source(), Token(id as usize), interests) {
+            let waiting = self.operations.remove(&id).expect("a waiting accept");
+            return fail(id, waiting.operation, err);
+        }
+        let give_up = Instant::now() + OPENING_TIMEOUT;
+        let waiting = self.operations.get_mut(&id).expect("a waiting accept");
+        if let Operation::Accept { opening, .. } = &mut waiting.operation {
+            *opening = Some((connection, give_up));
+        }
+        self.deadlines.push(Reverse((give_up, id)));
+        self.advance(id);
     }
 
     /// Ends a waiting operation early, if it is still waiting.
@@ -617,16 +701,23 @@ impl EventLoop {
         let registry = self.poll.registry();
         let _ = match operation {
             Operation::Connect { connecting, .. } => registry.deregister(connecting),
-            Operation::Send { connection, .. } | Operation::Recv { connection, .. } => {
-                registry.deregister(connection.source())
-            }
-            Operation::Accept { .. } => Ok(()),
+            Operation::Send { connection, .. }
+            | Operation::Recv { connection, .. }
+            | Operation::Accept {
+                opening: Some((connection, _)),
+                ..
+            } => registry.deregister(connection.source()),
+            Operation::Accept { opening: None, .. } => Ok(()),
         };
     }
 }
 
+// Made once as an operation ends and consumed at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     Connected(Result<Connection, ConnectError>),
+    /// An accepted connection opened (or failed to).
+    Accepted(Result<(), io::Error>),
     Sent(Result<(), ConnectionError>),
     Received(Result<Vec<u8>, ConnectionError>),
 }

@@ -59,6 +59,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Registry, Token};
 use rustc_hash::FxHashMap;
 
+use crate::codec::Framing;
 use crate::desk::Desk;
 use crate::doorbell::Doorbell;
 use crate::envelope::Envelope;
@@ -523,7 +524,8 @@ impl State {
     /// `wire`, from its own buffer, to connection `id`: written at once if the connection
     /// is idle (nothing queued or waiting to be written, its socket not full), whatever the
     /// socket does not take copied into the backlog and written as the reactor would.
-    /// [`Direct::Queue`] if the connection is not idle (or not added yet): queue the frames,
+    /// [`Direct::Queue`] if the connection is not idle (or not added yet, or not raw-framed):
+    /// queue the frames,
     /// then [`flush_owned`](Self::flush_owned). Refused as a push would be (`Full`,
     /// `Closed`).
     pub(crate) fn send_direct(
@@ -535,7 +537,10 @@ impl State {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(Direct::Queue);
         };
+        // Only raw frames are written as the sender encoded them; a connection of another
+        // framing makes its own headers in its backlog.
         let idle = conn.closing.is_none()
+            && conn.connection.framing() == Framing::Raw
             && !conn.write_blocked
             && conn.connection.backlog.is_empty()
             && queue.is_idle();

@@ -15,14 +15,28 @@
 //! - Its own `send` and `recv` (blocking, for a handshake before the mesh) and the
 //!   non-blocking steps the handshake loop drives never read past the end of a frame, so
 //!   the bytes that follow stay in the socket for whoever reads next.
+//! - Its [`Framing`] is set by its transport and never changes. Inside wiremesh frames
+//!   are always in the codec's own form (payloads, and runs with 4-byte headers); a
+//!   connection with another framing translates at its edge: its decoder reads its
+//!   headers, and its write backlog makes its headers as the frames go out (a run is
+//!   written frame by frame, each payload still uncopied).
+//! - A connection whose framing opens with a negotiation ([`Framing::SplinterV1`]) is
+//!   made with the negotiation pending: whoever owns it drives it with
+//!   [`open_some`](Connection::open_some) (or [`open`](Connection::open), blocking) until
+//!   it is open, before anything else. Transports hand out only open connections, but
+//!   for [`Listener::try_accept`](super::Listener::try_accept), whose caller (the lobby)
+//!   drives the negotiation without blocking.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::time::Duration;
 
-use super::error::{ConnectionError, DisconnectReason};
+use super::error::{ConnectionError, DisconnectReason, OpenError};
 use super::Stream;
-use crate::codec::{frame_header, Decoded, EncodedFrames, FrameDecoder, FrameError, HEADER_LEN};
+use crate::codec::{
+    frame_header, Decoded, EncodedFrames, FrameDecoder, FrameError, Framing, HEADER_LEN,
+};
+use crate::splinter::{Negotiation, Side};
 
 /// Payloads gathered into one vectored write: two slices each (header, payload). An
 /// encoded run of frames is one slice.
@@ -66,6 +80,8 @@ pub struct Connection {
     /// after it is read straight into its own buffer.
     large_frames: bool,
     pub(crate) backlog: WriteBacklog,
+    /// The version negotiation still to finish before the first frame, if any.
+    negotiation: Option<Box<Negotiation>>,
     local_endpoint: String,
     remote_endpoint: String,
 }
@@ -74,17 +90,103 @@ impl Connection {
     /// Wraps a stream whose frames may be up to `max_frame_size` bytes long. The stream is
     /// put in non-blocking mode.
     pub fn new(stream: Box<dyn Stream>, max_frame_size: u32) -> io::Result<Self> {
+        Self::framed(stream, max_frame_size, Framing::Raw, Side::Dialler)
+    }
+
+    /// Wraps a stream whose frames are in `framing`, for the `side` that made it (which
+    /// matters to a framing that opens with a negotiation: the connection is made with it
+    /// pending). The stream is put in non-blocking mode.
+    pub fn framed(
+        stream: Box<dyn Stream>,
+        max_frame_size: u32,
+        framing: Framing,
+        side: Side,
+    ) -> io::Result<Self> {
         stream.set_nonblocking(true)?;
+        let negotiation = match framing {
+            Framing::Raw => None,
+            Framing::SplinterV1 => Some(Box::new(Negotiation::new(side))),
+        };
         Ok(Connection {
             local_endpoint: stream.local_endpoint(),
             remote_endpoint: stream.remote_endpoint(),
             stream,
-            decoder: FrameDecoder::new(max_frame_size),
+            decoder: FrameDecoder::with_framing(max_frame_size, framing),
             pending: VecDeque::new(),
             pending_frames: 0,
             large_frames: false,
-            backlog: WriteBacklog::default(),
+            backlog: WriteBacklog::new(framing),
+            negotiation,
         })
+    }
+
+    /// How its frames look on the wire.
+    pub fn framing(&self) -> Framing {
+        self.decoder.framing()
+    }
+
+    /// True once its opening negotiation (if its framing has one) is done.
+    pub fn is_open(&self) -> bool {
+        self.negotiation.is_none()
+    }
+
+    /// Takes the opening negotiation as far as it goes without blocking: `Ok(true)` once
+    /// the connection is open (at once if it was), `Ok(false)` while it must wait for the
+    /// socket. Reads never go past the negotiation's last byte, so frames the peer sends
+    /// right after it stay in the socket for the connection's reader. After an error the
+    /// connection is unusable: drop it (the socket closes).
+    pub fn open_some(&mut self) -> Result<bool, OpenError> {
+        let Some(negotiation) = self.negotiation.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            if !negotiation.to_write().is_empty() {
+                match self.stream.write(negotiation.to_write()) {
+                    Ok(0) => return Err(OpenError::Io(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => negotiation.wrote(n),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(OpenError::Io(err)),
+                }
+                continue;
+            }
+            match negotiation.outcome() {
+                Some(Ok(_)) => {
+                    self.negotiation = None;
+                    return Ok(true);
+                }
+                Some(Err(err)) => return Err(OpenError::Negotiation(err)),
+                None => {}
+            }
+            let mut buf = [0u8; 4];
+            let want = negotiation.wanted().min(buf.len());
+            match self.stream.read(&mut buf[..want]) {
+                Ok(0) => negotiation.closed(),
+                Ok(n) => negotiation.received(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(OpenError::Io(err)),
+            }
+        }
+    }
+
+    /// Finishes the opening negotiation, blocking, waiting at most `timeout` for each read.
+    pub fn open(&mut self, timeout: Option<Duration>) -> Result<(), OpenError> {
+        if self.is_open() {
+            return Ok(());
+        }
+        let result = self
+            .blocking(|connection| {
+                connection.stream.set_read_timeout(timeout)?;
+                Ok(connection.open_some())
+            })
+            .map_err(OpenError::Io);
+        let _ = self.stream.set_read_timeout(None);
+        match result?? {
+            true => Ok(()),
+            // Only a read that timed out leaves a blocking negotiation unfinished.
+            false => Err(OpenError::Io(io::ErrorKind::TimedOut.into())),
+        }
     }
 
     /// This end's endpoint.
@@ -164,22 +266,24 @@ impl Connection {
     }
 
     /// One write of `bytes` (whole frames the caller encoded), for a connection whose
-    /// backlog is empty: returns the bytes written.
+    /// backlog is empty and whose framing is raw: returns the bytes written.
     pub(crate) fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<usize> {
         debug_assert!(
             self.backlog.is_empty(),
             "nothing may go before what is waiting"
         );
+        debug_assert_eq!(self.framing(), Framing::Raw);
         self.stream.write(bytes)
     }
 
     /// One vectored write of `slices` (whole frames), for a connection whose backlog is
-    /// empty: returns the bytes written.
+    /// empty and whose framing is raw: returns the bytes written.
     pub(crate) fn write_slices(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         debug_assert!(
             self.backlog.is_empty(),
             "nothing may go before what is waiting"
         );
+        debug_assert_eq!(self.framing(), Framing::Raw);
         self.stream.write_vectored(slices)
     }
 
@@ -398,11 +502,14 @@ impl Chunk {
         }
     }
 
-    /// Its bytes on the wire, headers included.
-    pub(crate) fn wire_len(&self) -> usize {
-        match self {
-            Chunk::Payload(payload) => HEADER_LEN + payload.len(),
-            Chunk::Encoded(frames) => frames.as_bytes().len(),
+    /// Its bytes on the wire in `framing`, headers included.
+    pub(crate) fn wire_len(&self, framing: Framing) -> usize {
+        match (self, framing) {
+            (Chunk::Payload(payload), _) => framing.header_len() + payload.len(),
+            (Chunk::Encoded(frames), Framing::Raw) => frames.as_bytes().len(),
+            (Chunk::Encoded(frames), _) => {
+                frames.as_bytes().len() + frames.len() * (framing.header_len() - HEADER_LEN)
+            }
         }
     }
 }
@@ -411,9 +518,11 @@ impl Chunk {
 ///
 /// Payloads keep their own buffers and encoded runs stay in their shared buffer: a write
 /// gathers headers, payloads and runs into one vectored write, so nothing is copied again
-/// on its way to the socket.
+/// on its way to the socket. Runs hold raw frames; a backlog of another framing writes a
+/// run frame by frame, its own header before each payload.
 #[derive(Debug, Default)]
 pub(crate) struct WriteBacklog {
+    framing: Framing,
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk (headers included) already written.
     written: usize,
@@ -423,11 +532,48 @@ pub(crate) struct WriteBacklog {
     frames: usize,
 }
 
+/// The frames of one framed write: a header made for each payload.
+struct Gathered<'a> {
+    header_len: usize,
+    headers: [[u8; crate::splinter::HEADER_LEN]; FRAMES_PER_WRITE],
+    payloads: [&'a [u8]; FRAMES_PER_WRITE],
+    count: usize,
+    /// Bytes of the front chunk already written: whole frames of them are passed over,
+    /// and what is left is what went of the first frame gathered.
+    skip: usize,
+}
+
+impl<'a> Gathered<'a> {
+    /// Gathers one payload; false once the write is full.
+    fn take(&mut self, payload: &'a [u8]) -> bool {
+        let wire = self.header_len + payload.len();
+        if self.count == 0 && self.skip >= wire {
+            self.skip -= wire;
+            return true;
+        }
+        if self.count == FRAMES_PER_WRITE {
+            return false;
+        }
+        self.headers[self.count] = crate::splinter::header(payload.len() as u32);
+        self.payloads[self.count] = payload;
+        self.count += 1;
+        true
+    }
+}
+
 /// Slices gathered into one vectored write: within every platform's `IOV_MAX` (1024 on
 /// Linux and macOS).
 const SLICES_PER_WRITE: usize = 2 * FRAMES_PER_WRITE;
 
 impl WriteBacklog {
+    /// An empty backlog that writes frames in `framing`.
+    pub(crate) fn new(framing: Framing) -> Self {
+        WriteBacklog {
+            framing,
+            ..WriteBacklog::default()
+        }
+    }
+
     /// Adds a payload; it must fit the 32-bit length field.
     pub(crate) fn push(&mut self, payload: Vec<u8>) {
         debug_assert!(u32::try_from(payload.len()).is_ok());
@@ -436,7 +582,7 @@ impl WriteBacklog {
 
     /// Adds an item taken from an outgoing queue.
     pub(crate) fn push_chunk(&mut self, chunk: Chunk) {
-        self.bytes += chunk.wire_len();
+        self.bytes += chunk.wire_len(self.framing);
         self.frames += chunk.frames();
         self.chunks.push_back(chunk);
     }
@@ -444,8 +590,8 @@ impl WriteBacklog {
     /// Puts frames of which `written` bytes went out already into the empty backlog.
     pub(crate) fn push_resumed(&mut self, chunk: Chunk, written: usize) {
         debug_assert!(self.chunks.is_empty());
-        debug_assert!(written < chunk.wire_len());
-        self.bytes += chunk.wire_len() - written;
+        debug_assert!(written < chunk.wire_len(self.framing));
+        self.bytes += chunk.wire_len(self.framing) - written;
         self.frames += chunk.frames();
         self.written = written;
         self.chunks.push_back(chunk);
@@ -468,6 +614,9 @@ impl WriteBacklog {
     /// One vectored write of up to [`FRAMES_PER_WRITE`] payloads (or more frames, when
     /// they are encoded runs). Returns the bytes written.
     pub(crate) fn write_to<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<usize> {
+        if self.framing != Framing::Raw {
+            return self.write_framed_to(out);
+        }
         let mut headers = [[0u8; HEADER_LEN]; FRAMES_PER_WRITE];
         let mut count = 0;
         for (header, chunk) in headers.iter_mut().zip(&self.chunks) {
@@ -499,10 +648,55 @@ impl WriteBacklog {
         Ok(n)
     }
 
+    /// [`write_to`](Self::write_to) for a framing other than raw: up to
+    /// [`FRAMES_PER_WRITE`] frames, each its header (made here) and its payload.
+    fn write_framed_to<W: Write + ?Sized>(&mut self, out: &mut W) -> io::Result<usize> {
+        debug_assert_eq!(self.framing, Framing::SplinterV1);
+        let mut gathered = Gathered {
+            header_len: self.framing.header_len(),
+            headers: [[0; crate::splinter::HEADER_LEN]; FRAMES_PER_WRITE],
+            payloads: [&[]; FRAMES_PER_WRITE],
+            count: 0,
+            skip: self.written,
+        };
+        for chunk in &self.chunks {
+            let more = match chunk {
+                Chunk::Payload(payload) => gathered.take(payload),
+                Chunk::Encoded(frames) => frames.payloads().all(|payload| gathered.take(payload)),
+            };
+            if !more {
+                break;
+            }
+        }
+        let Gathered {
+            headers,
+            payloads,
+            count,
+            mut skip,
+            ..
+        } = gathered;
+        let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+        let mut used = 0;
+        for (header, payload) in headers.iter().zip(&payloads).take(count) {
+            for part in [&header[..], payload] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices[used] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                used += 1;
+            }
+        }
+        let n = out.write_vectored(&slices[..used])?;
+        self.advance(n);
+        Ok(n)
+    }
+
     fn advance(&mut self, mut n: usize) {
         self.bytes -= n;
         while n > 0 {
-            let front = self.chunks[0].wire_len() - self.written;
+            let front = self.chunks[0].wire_len(self.framing) - self.written;
             if n < front {
                 self.written += n;
                 return;
@@ -518,14 +712,20 @@ impl WriteBacklog {
     pub(crate) fn into_unsent(self) -> Vec<Vec<u8>> {
         let mut unsent = Vec::with_capacity(self.frames);
         let mut written = self.written;
+        let header_len = self.framing.header_len();
         for chunk in self.chunks {
             match chunk {
                 Chunk::Payload(payload) => unsent.push(payload),
-                Chunk::Encoded(frames) => unsent.extend(
-                    frames
-                        .payloads_from(written)
-                        .map(|(_, payload)| payload.to_vec()),
-                ),
+                Chunk::Encoded(frames) => {
+                    // The frames that end, on the wire, after the bytes written.
+                    let mut end = 0;
+                    for payload in frames.payloads() {
+                        end += header_len + payload.len();
+                        if end > written {
+                            unsent.push(payload.to_vec());
+                        }
+                    }
+                }
             }
             written = 0;
         }
@@ -630,6 +830,85 @@ mod tests {
             limit: 7,
         };
         backlog.write_to(&mut out).unwrap();
+        assert_eq!(backlog.len(), 4);
+        assert_eq!(
+            backlog.into_unsent(),
+            vec![b"".to_vec(), b"f".to_vec(), b"gh".to_vec()]
+        );
+    }
+
+    /// `payloads` framed as Splinter's version 1 frames.
+    fn v1_wire(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for payload in payloads {
+            wire.extend_from_slice(&crate::splinter::header(payload.len() as u32));
+            wire.extend_from_slice(payload);
+        }
+        wire
+    }
+
+    #[test]
+    fn a_splinter_backlog_writes_its_own_headers_before_payloads_and_runs() {
+        for limit in 1..40 {
+            let mut backlog = WriteBacklog::new(Framing::SplinterV1);
+            backlog.push(b"abc".to_vec());
+            backlog.push_chunk(encoded(&[b"de", b"", b"f"]));
+            backlog.push(b"gh".to_vec());
+            assert_eq!((backlog.len(), backlog.bytes()), (5, 5 * 7 + 8));
+            let mut out = Trickle {
+                out: Vec::new(),
+                limit,
+            };
+            while !backlog.is_empty() {
+                backlog.write_to(&mut out).unwrap();
+            }
+            assert_eq!((backlog.bytes(), backlog.len()), (0, 0));
+            assert_eq!(
+                out.out,
+                v1_wire(&[b"abc", b"de", b"", b"f", b"gh"]),
+                "limit {limit}"
+            );
+        }
+        // Splinter's `standard_write` vector: a 3-byte payload's header.
+        let mut backlog = WriteBacklog::new(Framing::SplinterV1);
+        backlog.push(b"xyz".to_vec());
+        let mut out = Vec::new();
+        backlog.write_to(&mut out).unwrap();
+        assert_eq!(out, [0, 1, 0, 0, 0, 3, 0xfc, b'x', b'y', b'z']);
+    }
+
+    #[test]
+    fn a_long_splinter_run_leaves_in_several_writes() {
+        let payloads: Vec<Vec<u8>> = (0..600u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let mut backlog = WriteBacklog::new(Framing::SplinterV1);
+        backlog.push_chunk(encoded(&refs));
+        let mut out = Trickle {
+            out: Vec::new(),
+            limit: 1000,
+        };
+        while !backlog.is_empty() {
+            backlog.write_to(&mut out).unwrap();
+        }
+        assert_eq!(out.out, v1_wire(&refs));
+    }
+
+    #[test]
+    fn unsent_frames_of_a_splinter_run_start_at_the_first_not_fully_written() {
+        // Wire: "de" ends at 9, "" at 16, "f" at 24; cut after 10 bytes (a `Trickle`
+        // writes one slice a call: the header, "de", then one byte).
+        let mut backlog = WriteBacklog::new(Framing::SplinterV1);
+        backlog.push_chunk(encoded(&[b"de", b"", b"f"]));
+        backlog.push(b"gh".to_vec());
+        let mut out = Trickle {
+            out: Vec::new(),
+            limit: 10,
+        };
+        assert_eq!(backlog.write_to(&mut out).unwrap(), 7);
+        assert_eq!(backlog.write_to(&mut out).unwrap(), 2);
+        out.limit = 1;
+        assert_eq!(backlog.write_to(&mut out).unwrap(), 1);
+        assert_eq!(backlog.bytes(), 4 * 7 + 5 - 10);
         assert_eq!(backlog.len(), 4);
         assert_eq!(
             backlog.into_unsent(),

@@ -6,6 +6,7 @@
 use std::{fmt, io};
 
 use crate::codec::FrameError;
+use crate::splinter::NegotiationError;
 
 /// Why a transport could not listen.
 #[derive(Debug)]
@@ -198,6 +199,47 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Shutdown => {
                 f.write_str("the mesh was shut down before these frames were written")
             }
+        }
+    }
+}
+
+/// Why a connection could not open: its negotiation failed, or its socket did.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The peer and this side agree on no frame version (or the peer left).
+    Negotiation(NegotiationError),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl OpenError {
+    /// As an `io::Error`: a failed negotiation is `InvalidData` (a closed peer
+    /// `UnexpectedEof`), with the negotiation's error inside.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            OpenError::Io(err) => err,
+            OpenError::Negotiation(err @ NegotiationError::Closed) => {
+                io::Error::new(io::ErrorKind::UnexpectedEof, err)
+            }
+            OpenError::Negotiation(err) => io::Error::new(io::ErrorKind::InvalidData, err),
+        }
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Negotiation(err) => err.fmt(f),
+            OpenError::Io(err) => write!(f, "could not open the connection: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Negotiation(err) => Some(err),
+            OpenError::Io(err) => Some(err),
         }
     }
 }

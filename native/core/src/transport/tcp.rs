@@ -1,4 +1,5 @@
-//! TCP: Splinter's raw transport.
+//! TCP: Splinter's raw transport, or its TCP transport's versioned frames
+//! ([`Framing::SplinterV1`]).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{self, SocketAddr};
@@ -8,13 +9,20 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
 
+use super::error::OpenError;
 use super::error::{AcceptError, ConnectError, ListenError};
 use super::{Connecting, Connection, Listener, Stream, Transport};
-use crate::codec::DEFAULT_MAX_FRAME_SIZE;
+use crate::codec::{Framing, DEFAULT_MAX_FRAME_SIZE};
+use crate::splinter::Side;
+
+/// How long a blocking connect or accept waits for each read of a negotiation.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SCHEME: &str = "tcp://";
 
-/// The TCP transport: frames over TCP, byte-compatible with Splinter's `RawTransport`.
+/// The TCP transport: frames over TCP, byte-compatible with Splinter's `RawTransport`, or
+/// with Splinter's `TcpTransport` (0.3.13 on) when made
+/// [`with_framing`](Self::with_framing)`(Framing::SplinterV1)`.
 ///
 /// # Examples
 ///
@@ -32,6 +40,7 @@ const SCHEME: &str = "tcp://";
 pub struct TcpTransport {
     max_frame_size: u32,
     no_delay: bool,
+    framing: Framing,
 }
 
 impl Default for TcpTransport {
@@ -39,6 +48,7 @@ impl Default for TcpTransport {
         TcpTransport {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             no_delay: true,
+            framing: Framing::Raw,
         }
     }
 }
@@ -58,20 +68,42 @@ impl TcpTransport {
         self
     }
 
+    /// A transport whose connections frame as `framing` (default [`Framing::Raw`]). With
+    /// [`Framing::SplinterV1`] a connection opens with Splinter's version negotiation:
+    /// [`connect`](Transport::connect) offers version 1 and fails if the listener refuses
+    /// it; a listener answers each connection's offer before handing it out, and refuses
+    /// (answers 0, then closes) one that does not offer version 1.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
     /// The largest frame its connections accept.
     pub fn max_frame_size(&self) -> u32 {
         self.max_frame_size
     }
 
-    fn connection(&self, stream: net::TcpStream) -> io::Result<Connection> {
-        stream.set_nonblocking(true)?;
-        self.mio_connection(mio::net::TcpStream::from_std(stream))
+    /// How its connections frame.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
-    fn mio_connection(&self, stream: mio::net::TcpStream) -> io::Result<Connection> {
-        stream.set_nodelay(self.no_delay)?;
-        Connection::new(Box::new(TcpStream::new(stream)?), self.max_frame_size)
+    fn connection(&self, stream: net::TcpStream, side: Side) -> io::Result<Connection> {
+        stream.set_nonblocking(true)?;
+        self.mio_connection(mio::net::TcpStream::from_std(stream), side)
     }
+
+    /// A connection over `stream`, its negotiation (if its framing has one) not begun.
+    fn mio_connection(&self, stream: mio::net::TcpStream, side: Side) -> io::Result<Connection> {
+        stream.set_nodelay(self.no_delay)?;
+        let stream = Box::new(TcpStream::new(stream)?);
+        Connection::framed(stream, self.max_frame_size, self.framing, side)
+    }
+}
+
+/// A connect's failure to open its connection: a refused negotiation fails the connect.
+fn connect_open_error(err: OpenError) -> ConnectError {
+    ConnectError::Io(err.into_io())
 }
 
 impl Transport for TcpTransport {
@@ -83,7 +115,13 @@ impl Transport for TcpTransport {
         let address = host_and_port(endpoint)
             .ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
         let stream = net::TcpStream::connect(address).map_err(ConnectError::Io)?;
-        self.connection(stream).map_err(ConnectError::Io)
+        let mut connection = self
+            .connection(stream, Side::Dialler)
+            .map_err(ConnectError::Io)?;
+        connection
+            .open(Some(OPEN_TIMEOUT))
+            .map_err(connect_open_error)?;
+        Ok(connection)
     }
 
     fn start_connect(&self, endpoint: &str) -> Result<Box<dyn Connecting>, ConnectError> {
@@ -101,6 +139,7 @@ impl Transport for TcpTransport {
         let stream = mio::net::TcpStream::connect(address).map_err(ConnectError::Io)?;
         Ok(Box::new(TcpConnecting {
             stream: Some(stream),
+            opening: None,
             transport: self.clone(),
         }))
     }
@@ -158,16 +197,38 @@ fn bind_listener(address: &str) -> io::Result<net::TcpListener> {
     }))
 }
 
-/// A TCP connection being made without blocking (see [`Connecting`]).
+/// A TCP connection being made without blocking (see [`Connecting`]): the socket's
+/// connect, then the connection's opening negotiation, if its framing has one.
 #[derive(Debug)]
 pub struct TcpConnecting {
-    /// `None` once the outcome has been given.
+    /// The socket while it connects; `None` once connected (or the outcome given).
     stream: Option<mio::net::TcpStream>,
+    /// The connection while it negotiates, on the same socket (still registered).
+    opening: Option<Connection>,
     transport: TcpTransport,
+}
+
+impl TcpConnecting {
+    /// Takes the negotiation as far as it goes; the connection once it is open.
+    fn open(&mut self) -> Option<Result<Connection, ConnectError>> {
+        let connection = self.opening.as_mut()?;
+        match connection.open_some() {
+            Ok(false) => None,
+            Ok(true) => self.opening.take().map(Ok),
+            Err(err) => {
+                // Dropped: the socket closes.
+                self.opening = None;
+                Some(Err(connect_open_error(err)))
+            }
+        }
+    }
 }
 
 impl Connecting for TcpConnecting {
     fn advance(&mut self) -> Option<Result<Connection, ConnectError>> {
+        if self.opening.is_some() {
+            return self.open();
+        }
         let stream = self.stream.as_ref()?;
         // As mio documents it: an error taken from the socket is the attempt's failure;
         // a peer address means it is connected; `NotConnected` means not yet.
@@ -185,11 +246,13 @@ impl Connecting for TcpConnecting {
             }
         }
         let stream = self.stream.take().expect("checked above");
-        Some(
-            self.transport
-                .mio_connection(stream)
-                .map_err(ConnectError::Io),
-        )
+        match self.transport.mio_connection(stream, Side::Dialler) {
+            Ok(connection) => {
+                self.opening = Some(connection);
+                self.open()
+            }
+            Err(err) => Some(Err(ConnectError::Io(err))),
+        }
     }
 }
 
@@ -200,9 +263,10 @@ impl Source for TcpConnecting {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match &mut self.stream {
-            Some(stream) => stream.register(registry, token, interests),
-            None => Ok(()),
+        match (&mut self.stream, &mut self.opening) {
+            (Some(stream), _) => stream.register(registry, token, interests),
+            (None, Some(opening)) => opening.source().register(registry, token, interests),
+            (None, None) => Ok(()),
         }
     }
 
@@ -212,16 +276,18 @@ impl Source for TcpConnecting {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match &mut self.stream {
-            Some(stream) => stream.reregister(registry, token, interests),
-            None => Ok(()),
+        match (&mut self.stream, &mut self.opening) {
+            (Some(stream), _) => stream.reregister(registry, token, interests),
+            (None, Some(opening)) => opening.source().reregister(registry, token, interests),
+            (None, None) => Ok(()),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match &mut self.stream {
-            Some(stream) => stream.deregister(registry),
-            None => Ok(()),
+        match (&mut self.stream, &mut self.opening) {
+            (Some(stream), _) => stream.deregister(registry),
+            (None, Some(opening)) => opening.source().deregister(registry),
+            (None, None) => Ok(()),
         }
     }
 }
@@ -237,13 +303,17 @@ pub struct TcpListener {
 
 impl TcpListener {
     /// Takes the next connection from the backlog: `Ok(None)` if that one cannot be used.
+    /// Its negotiation, if its framing has one, is not begun.
     fn accept_once(&mut self) -> io::Result<Option<Connection>> {
         let (stream, _) = self.listener.accept()?;
         // Accepted sockets may inherit the listener's blocking mode: `connection` sets it.
         // A connection the peer reset while it waited in the backlog fails here (it has no
         // peer address any more): that concerns it alone, not the listener, so it is
         // skipped (closed) and the next one is taken.
-        Ok(self.transport.connection(stream.into()).ok())
+        Ok(self
+            .transport
+            .connection(stream.into(), Side::Listener)
+            .ok())
     }
 }
 
@@ -268,11 +338,15 @@ impl Listener for TcpListener {
             }
         };
         let restored = SockRef::from(&self.listener).set_nonblocking(true);
-        let connection = result.map_err(AcceptError::Io)?;
+        let mut connection = result.map_err(AcceptError::Io)?;
         restored.map_err(AcceptError::Io)?;
+        connection
+            .open(Some(OPEN_TIMEOUT))
+            .map_err(|err| AcceptError::Io(err.into_io()))?;
         Ok(connection)
     }
 
+    /// The connection may still have to negotiate ([`Connection::open_some`]).
     fn try_accept(&mut self) -> Result<Option<Connection>, AcceptError> {
         loop {
             match self.accept_once() {

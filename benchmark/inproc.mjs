@@ -3,14 +3,15 @@
 // offers: a MessagePort (structured clone, and with the buffer transferred), and wiremesh
 // over loopback TCP between the same two threads.
 //
-//   node benchmark/inproc.mjs [--runs=5] [--quick] [--sizes=64,65536]
+//   node benchmark/inproc.mjs [--runs=5] [--quick] [--sizes=64,65536] [--impls=...] [--await]
 //
 // Every implementation streams `count` messages of `size` bytes from the worker to the main
 // thread, each numbered and checked in order on arrival. The MessagePort sender is careful
 // in the way a production one must be: it keeps at most 4096 messages in flight, the
 // receiver acknowledging every 1024 (without that, a fast sender queues without bound: 80 000
 // messages of 64 KiB would be 5 GiB). wiremesh needs no such protocol: `sendWait` waits for
-// room (the sender sends, and waits with `sendWait` when a send meets `Full`). Runs are interleaved (the order rotates each round) and the medians printed; CPU is
+// room (the sender sends, and waits with `sendWait` when a send meets `Full`; with --await it
+// awaits every `sendWait`, the plain pattern). Runs are interleaved (the order rotates each round) and the medians printed; CPU is
 // the process's (both threads). Results: benchmark/results/inproc.json (or results/quick/).
 import fs from 'node:fs'
 import os from 'node:os'
@@ -27,7 +28,7 @@ const ACK_EVERY = 1024
 // ---------------------------------------------------------------------------------------
 // The worker: the sending side.
 
-async function send({ impl, size, count, endpoint, port }) {
+async function send({ impl, size, count, endpoint, port, awaitEach }) {
   const payload = (seq) => {
     const bytes = Buffer.allocUnsafe(size)
     bytes.writeUInt32BE(seq, 0)
@@ -39,13 +40,21 @@ async function send({ impl, size, count, endpoint, port }) {
     const id = mesh.add(await transport.connect(endpoint))
     parentPort.postMessage({ ready: true })
     await new Promise((resolve) => parentPort.once('message', resolve))
-    // As a fast sender does: send, and wait for room only when the queue is full.
-    for (let seq = 0; seq < count; seq++) {
-      const envelope = new Envelope(id, payload(seq))
-      try {
-        mesh.send(envelope)
-      } catch {
-        await mesh.sendWait(envelope)
+    if (awaitEach) {
+      // The plain pattern: await every sendWait (it resolves at once while there is room).
+      for (let seq = 0; seq < count; seq++) {
+        await mesh.sendWait(new Envelope(id, payload(seq)))
+        if (seq % 1024 === 1023) await new Promise((resolve) => setImmediate(resolve))
+      }
+    } else {
+      // As a fast sender does: send, and wait for room only when the queue is full.
+      for (let seq = 0; seq < count; seq++) {
+        const envelope = new Envelope(id, payload(seq))
+        try {
+          mesh.send(envelope)
+        } catch {
+          await mesh.sendWait(envelope)
+        }
       }
     }
     // Wait for the receiver's word that all arrived, then leave.
@@ -93,9 +102,11 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const argv = process.argv.slice(2)
 const option = (name) => argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3)
 const quick = argv.includes('--quick')
+// --await: wiremesh's senders await each sendWait instead of sending until Full.
+const awaitEach = argv.includes('--await')
 const runs = Number(option('runs') ?? (quick ? 1 : 5))
 const sizes = (option('sizes') ?? '64,65536').split(',').map(Number)
-const IMPLS = ['wiremesh', 'wiremesh-tcp', 'messageport', 'messageport-transfer']
+const IMPLS = (option('impls') ?? 'wiremesh,wiremesh-tcp,messageport,messageport-transfer').split(',')
 const countFor = (size) => Math.round((size >= 16384 ? 80_000 : 2_000_000) * (quick ? 0.1 : 1))
 
 let names = 0
@@ -117,7 +128,7 @@ async function runOnce(impl, size) {
     const listener = await transport.listen(bind)
     const mesh = new Mesh(1024, 16)
     worker = new Worker(fileURLToPath(import.meta.url), {
-      workerData: { impl, size, count, endpoint: listener.endpoint },
+      workerData: { impl, size, count, endpoint: listener.endpoint, awaitEach },
     })
     mesh.add(await listener.accept())
     listener.close()
@@ -205,7 +216,7 @@ if (isMainThread) {
   console.log('size      impl                   msg/s      MB/s  CPU s/M msg  vs messageport  ok runs')
   let failed = false
   for (const size of sizes) {
-    const base = results[size].messageport.messagesPerSecond
+    const base = (results[size].messageport ?? results[size][IMPLS[0]]).messagesPerSecond
     for (const impl of IMPLS) {
       const r = results[size][impl]
       if (r.okRuns !== runs) failed = true

@@ -4,9 +4,10 @@
  *
  * # Contract
  *
- * - `send` encodes the frame (header and payload) into a per-mesh buffer; at the end of the
- *   task (a microtask), or when the buffer is full, the buffer crosses into native code in
- *   one call, and each connection's run of frames is queued there as one item.
+ * - `send` encodes the frame (header and payload) into a per-mesh buffer; once the sends
+ *   of the task stop coming (a microtask turn that brings none, or 1024 sends), or when the
+ *   buffer is full, the buffer crosses into native code in one call, and each connection's
+ *   run of frames is queued there as one item.
  *   Payloads of {@link DIRECT_MIN} bytes or more skip the buffer: they are queued at once,
  *   with one copy.
  * - `Full` and `TooLarge` are exact at the call: for each connection the outbox counts
@@ -28,6 +29,8 @@ const OUTBOX_BYTES = 256 * 1024
 const OUTBOX_RUNS = 4096
 /** Payloads this large are queued at once, not copied into the outbox. */
 export const DIRECT_MIN = 16 * 1024
+/** The most sends the flush task waits for, one microtask at a time (see `#flushTask`). */
+const FLUSH_AFTER_SENDS = 1024
 
 interface Credit {
   room: number
@@ -47,7 +50,20 @@ export class Outbox {
   #runCount = 0
   #lastRunId = -1
   #flushQueued = false
+  /** Sends since the last flush, and their count when the flush task last looked. */
+  #sends = 0
+  #sendsSeen = -1
   readonly #flushTask = (): void => {
+    // A loop that awaits each send (`await mesh.sendWait(…)` finding room) runs one send per
+    // microtask, each queued after this task: flushing now would cross into native code
+    // once per envelope. So the task looks again one microtask later while sends keep
+    // coming, up to FLUSH_AFTER_SENDS of them; then (or as soon as a turn brings none) it
+    // flushes. A batch of sends in one go costs one extra microtask turn.
+    if (this.#sends !== this.#sendsSeen && this.#sends < FLUSH_AFTER_SENDS) {
+      this.#sendsSeen = this.#sends
+      queueMicrotask(this.#flushTask)
+      return
+    }
     this.#flushQueued = false
     this.flush()
   }
@@ -102,8 +118,10 @@ export class Outbox {
       this.#runCount++
       this.#lastRunId = id
     }
+    this.#sends++
     if (!this.#flushQueued) {
       this.#flushQueued = true
+      this.#sendsSeen = -1
       queueMicrotask(this.#flushTask)
     }
     return native.SendStatus.Ok
@@ -121,6 +139,7 @@ export class Outbox {
   /** Hands the outbox to the native queues. */
   flush(): void {
     const count = this.#runCount
+    this.#sends = 0
     if (count === 0) return
     const length = this.#length
     this.#runCount = 0

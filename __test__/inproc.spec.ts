@@ -130,10 +130,11 @@ supported('backpressure: Full and sendWait while the other side does not receive
   const id = sender.add(client)
   receiver.add(server)
   // Nobody receives: the receiving mesh's queue, the socket pair's buffers and the sending
-  // queue fill, until sends meet Full for 100 ms on end.
+  // queue fill, until sends meet Full for half a second on end (a loaded machine may pause
+  // the reactor for a while).
   let accepted = 0
   let full: SendError | undefined
-  for (let fullFor = 0; fullFor < 5;) {
+  for (let fullFor = 0; fullFor < 10;) {
     try {
       sender.send(new Envelope(id, numbered(accepted, 1024)))
       accepted++
@@ -143,7 +144,7 @@ supported('backpressure: Full and sendWait while the other side does not receive
       t.is(full.kind, SendErrorKind.Full)
       t.is(numberOf(full.envelope!.payload), accepted, 'Full hands back the envelope refused')
       fullFor++
-      await sleep(20)
+      await sleep(50)
     }
     if (accepted % 64 === 63) await sleep(1)
   }

@@ -28,8 +28,17 @@ function write(target, name, bytes) {
 
 // ---- decoder: flags, a, b, c, n, n chunk sizes, then the wire ----
 
-const decoder = (name, { flags = 0, a = 0, b = 0, c = 0, cuts = [], wire = [] }) =>
-  write('decoder', name, [flags, a, b, c, cuts.length, ...cuts, ...wire])
+const decoder = (name, { flags = 0, a = 0, b = 0, c = 0, cuts = [], wire = [], v1 = false }) =>
+  write('decoder', name, [flags, a, b, c, cuts.length | (v1 ? 0x80 : 0), ...cuts, ...wire])
+
+/** One `splinter-v1` frame: version 1, the length, the checksum of those six bytes, the payload. */
+function frameV1(payload, { version = 1, checksum } = {}) {
+  const bytes = typeof payload === 'string' ? [...Buffer.from(payload)] : payload
+  const len = bytes.length
+  const head = [version >> 8, version & 0xff, (len >>> 24) & 0xff, (len >>> 16) & 0xff, (len >>> 8) & 0xff, len & 0xff]
+  const sum = head.reduce((a, b) => (a + b) & 0xff, 0)
+  return [...head, checksum ?? ((sum ^ 0xff) + 1) & 0xff, ...bytes]
+}
 
 const RUNS = 0x04
 const BELOW = 0x08
@@ -94,6 +103,26 @@ decoder('runs-and-a-large-frame', {
   b: 100,
   cuts: [0xa0, 0xa0, 1],
   wire: [...frame('a'), ...frame('bc'), ...frame(pattern(3000)), ...frame('d'), ...frame('')],
+})
+// splinter-v1: Splinter's own vectors (00 01 00 00 00 00 ff heads an empty payload), split
+// headers, a bad checksum, a version other than 1, runs, and a large frame filled directly.
+const threeV1 = [...frameV1('hello'), ...frameV1(''), ...frameV1('world')]
+decoder('v1-three-frames-cut', { v1: true, flags: RUNS, cuts: [3, 5, 1, 0, 7], wire: threeV1 })
+decoder('v1-one-byte-at-a-time', { v1: true, flags: RUNS | PROBE, cuts: Array(20).fill(1), wire: threeV1 })
+decoder('v1-bad-checksum', { v1: true, cuts: [6, 1], wire: [...frameV1('ok'), ...frameV1('no', { checksum: 0 })] })
+decoder('v1-version-2', { v1: true, wire: [...frameV1('ok'), ...frameV1('no', { version: 2 })] })
+decoder('v1-max-10-then-11', {
+  v1: true,
+  flags: 1 | RUNS,
+  a: 10,
+  wire: [...frameV1(pattern(10)), ...frameV1(pattern(11))],
+})
+decoder('v1-large-fill', {
+  v1: true,
+  flags: FILL | SMALL_FILL | RANDOM,
+  c: 16,
+  cuts: [0x81, 0x82, 0x90],
+  wire: [...frameV1('x'), ...frameV1(pattern(3000)), ...frameV1('y')],
 })
 decoder('medium-max', {
   flags: 2 | RUNS | FILL | SMALL_FILL,

@@ -1,7 +1,9 @@
 //! The frame decoder, fed arbitrary bytes in arbitrary chunks, read as a connection reads
 //! them: `decode_run`, then `decode`, in turn, and `fill_payload` for a large payload in
-//! progress. Every frame a reference decode of the whole input finds comes out once, in
-//! order, whatever the split; an oversize header is an error at the same point; memory for
+//! progress, in either framing (raw 4-byte headers, or Splinter's 7-byte `splinter-v1`
+//! headers with a version and a checksum). Every frame a reference decode of the whole
+//! input finds comes out once, in order, whatever the split; an oversize header (or, in
+//! `splinter-v1`, a wrong version or checksum) is an error at the same point; memory for
 //! an incomplete frame stays within twice what arrived plus 4 KiB; nothing panics.
 //!
 //! The input (see README.md beside this folder; `seeds.mjs` writes the seeds):
@@ -19,7 +21,7 @@
 //!                    use decode_run and fill_payload, and let some fills fail
 //!          bit 7     probe: an empty decode and a decode_run mid-frame change nothing
 //! byte 1-3 parameters, as above
-//! byte 4   n, the number of chunk sizes that follow
+//! byte 4   bits 0-6: n, the number of chunk sizes that follow; bit 7: `splinter-v1`
 //! n bytes  chunk sizes: b below 0x80 is b bytes, else (b & 0x7f) * 64 bytes
 //! the rest the bytes on the wire, cut into chunks of those sizes; what is left after the
 //!          last is one more chunk
@@ -28,7 +30,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wiremesh_core::codec::{FrameDecoder, FrameError, DEFAULT_MAX_FRAME_SIZE, HEADER_LEN};
+use wiremesh_core::codec::{FrameDecoder, FrameError, Framing, DEFAULT_MAX_FRAME_SIZE, HEADER_LEN};
 use wiremesh_core::transport::{DIRECT_READ, RUN_PAYLOAD_LIMIT};
 
 /// The slack the decoder's memory bound allows: its first allocation.
@@ -38,6 +40,9 @@ const READ_CHUNK: usize = 64 * 1024;
 
 struct Config {
     max: u32,
+    framing: Framing,
+    /// The header's length in that framing.
+    header: usize,
     runs: bool,
     payload_below: usize,
     fill: bool,
@@ -72,11 +77,40 @@ struct Reference {
 }
 
 impl Reference {
-    fn of(wire: &[u8], max: u32) -> Self {
+    fn of(wire: &[u8], max: u32, framing: Framing) -> Self {
+        let header = framing.header_len();
         let mut frames = Vec::new();
         let mut at = 0;
-        while wire.len() - at >= HEADER_LEN {
-            let len = u32::from_be_bytes(wire[at..at + HEADER_LEN].try_into().unwrap());
+        while wire.len() - at >= header {
+            let len = match framing {
+                Framing::Raw => u32::from_be_bytes(wire[at..at + HEADER_LEN].try_into().unwrap()),
+                Framing::SplinterV1 => {
+                    // Splinter's layout, by hand: version, length, checksum (the LRC of the
+                    // six bytes before it).
+                    let version = u16::from_be_bytes([wire[at], wire[at + 1]]);
+                    let sum = wire[at..at + 6]
+                        .iter()
+                        .fold(0u8, |sum, byte| sum.wrapping_add(*byte));
+                    let expected = (sum ^ 0xff).wrapping_add(1);
+                    let error = if version != 1 {
+                        Some(FrameError::Version { version })
+                    } else if wire[at + 6] != expected {
+                        Some(FrameError::Checksum {
+                            expected,
+                            found: wire[at + 6],
+                        })
+                    } else {
+                        None
+                    };
+                    if let Some(error) = error {
+                        return Reference {
+                            frames,
+                            error: Some((at, error)),
+                        };
+                    }
+                    u32::from_be_bytes(wire[at + 2..at + 6].try_into().unwrap())
+                }
+            };
             if len > max {
                 let error = FrameError::TooLarge {
                     len: u64::from(len),
@@ -88,11 +122,11 @@ impl Reference {
                 };
             }
             let len = len as usize;
-            if wire.len() - at - HEADER_LEN < len {
+            if wire.len() - at - header < len {
                 break;
             }
-            frames.push(at + HEADER_LEN..at + HEADER_LEN + len);
-            at += HEADER_LEN + len;
+            frames.push(at + header..at + header + len);
+            at += header + len;
         }
         Reference {
             frames,
@@ -116,6 +150,7 @@ impl Reference {
 
 /// The decoder's promises about the frame in progress, whatever was fed so far.
 fn check_state(decoder: &FrameDecoder) {
+    let header = decoder.framing().header_len();
     let buffered = decoder.buffered();
     let allocated = decoder.allocated();
     assert!(
@@ -123,12 +158,12 @@ fn check_state(decoder: &FrameDecoder) {
         "{allocated} bytes allocated for {buffered} buffered"
     );
     assert_eq!(decoder.is_mid_frame(), buffered > 0);
-    if buffered < HEADER_LEN {
+    if buffered < header {
         assert_eq!(allocated, 0, "memory before the header is whole");
-        assert_eq!(decoder.wanted(), HEADER_LEN - buffered);
+        assert_eq!(decoder.wanted(), header - buffered);
         assert_eq!(decoder.payload_remaining(), 0);
     } else {
-        let announced = buffered - HEADER_LEN + decoder.wanted();
+        let announced = buffered - header + decoder.wanted();
         assert!(
             allocated <= announced,
             "{allocated} bytes allocated for a payload of {announced}"
@@ -175,8 +210,12 @@ impl Out<'_> {
     }
 }
 
-fn config(head: [u8; 4]) -> Config {
-    let [flags, a, b, c] = head;
+fn config(head: [u8; 5]) -> Config {
+    let [flags, a, b, c, n] = head;
+    let framing = match n & 0x80 != 0 {
+        true => Framing::SplinterV1,
+        false => Framing::Raw,
+    };
     let max = match flags & 3 {
         0 => DEFAULT_MAX_FRAME_SIZE,
         1 => u32::from(a),
@@ -186,6 +225,8 @@ fn config(head: [u8; 4]) -> Config {
     let small = flags & 0x20 != 0;
     Config {
         max,
+        framing,
+        header: framing.header_len(),
         runs: flags & 0x04 != 0,
         payload_below: match flags & 0x08 != 0 {
             true => usize::from(b),
@@ -209,19 +250,19 @@ fn run(data: &[u8]) {
     let mut head = [0u8; 5];
     let (known, rest) = data.split_at(data.len().min(head.len()));
     head[..known.len()].copy_from_slice(known);
-    let config = config([head[0], head[1], head[2], head[3]]);
-    let (cuts, wire) = rest.split_at(rest.len().min(usize::from(head[4])));
+    let config = config(head);
+    let (cuts, wire) = rest.split_at(rest.len().min(usize::from(head[4] & 0x7f)));
     let mut rng =
         Rng(
             u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], 0x5a, 0xa5, 1])
                 ^ (wire.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
 
-    let reference = Reference::of(wire, config.max);
+    let reference = Reference::of(wire, config.max, config.framing);
 
     // The decoder alone, given the whole input at once, agrees with the reference.
     {
-        let mut decoder = FrameDecoder::new(config.max);
+        let mut decoder = FrameDecoder::with_framing(config.max, config.framing);
         let mut out = Out {
             wire,
             reference: &reference,
@@ -240,7 +281,7 @@ fn run(data: &[u8]) {
                     let (at, expected) = reference.error.clone().expect("an error");
                     assert_eq!(err, expected);
                     assert_eq!(out.next, reference.frames.len());
-                    assert!(wire.len() - input.len() <= at + HEADER_LEN);
+                    assert!(wire.len() - input.len() <= at + config.header);
                     break;
                 }
             }
@@ -261,7 +302,7 @@ fn run(data: &[u8]) {
     }
     bounds.push(at..wire.len());
 
-    let mut decoder = FrameDecoder::new(config.max);
+    let mut decoder = FrameDecoder::with_framing(config.max, config.framing);
     let mut out = Out {
         wire,
         reference: &reference,
@@ -291,7 +332,7 @@ fn run(data: &[u8]) {
             {
                 let fail = config.random && !failed && rng.chance(4);
                 let before = decoder.buffered();
-                let have = before - HEADER_LEN;
+                let have = before - config.header;
                 let available = input;
                 let filled = decoder.fill_payload(config.fill_window, |payload, window| {
                     assert!(window > 0);
@@ -331,7 +372,6 @@ fn run(data: &[u8]) {
                 match decoder.decode_run(&mut input, config.payload_below) {
                     Some(run) => {
                         assert!(!run.is_empty());
-                        assert_eq!(run.as_bytes().len(), before - input.len());
                         let mut count = 0;
                         let mut largest = 0;
                         for payload in run.payloads() {
@@ -342,6 +382,11 @@ fn run(data: &[u8]) {
                             largest = largest.max(payload.len());
                         }
                         assert_eq!((run.len(), run.largest_payload()), (count, largest));
+                        // A run leaves with raw 4-byte headers, whatever the framing read.
+                        assert_eq!(
+                            run.as_bytes().len() + (config.header - HEADER_LEN) * count,
+                            before - input.len()
+                        );
                     }
                     None => assert_eq!(input.len(), before, "no run, yet bytes were taken"),
                 }
@@ -370,7 +415,7 @@ fn run(data: &[u8]) {
                 assert_eq!(out.next, reference.frames_by(pos), "frames held back");
                 if let Some((at, _)) = &reference.error {
                     assert!(
-                        pos < at + HEADER_LEN,
+                        pos < at + config.header,
                         "a header over the maximum was let by"
                     );
                 }
@@ -389,7 +434,7 @@ fn run(data: &[u8]) {
                 assert_eq!(out.next, reference.frames.len(), "frames before the error");
                 // The error comes with the chunk that completes the header, not before.
                 assert!(
-                    chunk.start < at + HEADER_LEN && at + HEADER_LEN <= chunk.end,
+                    chunk.start < at + config.header && at + config.header <= chunk.end,
                     "the header at {at} was refused in the chunk {chunk:?}"
                 );
                 return;

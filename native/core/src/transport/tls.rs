@@ -47,6 +47,14 @@ use crate::Connection;
 /// The scheme of TLS endpoints.
 pub(crate) const SCHEME: &str = "tcps://";
 
+/// The most ciphertext a session holds for the socket (rustls's default is 64 KiB): a
+/// write of several large frames becomes one run of records and one system call.
+const SENDABLE_LIMIT: usize = 256 * 1024;
+/// Bytes read from the socket at once. rustls reads 4 KiB a call; reading the socket in
+/// larger pieces and handing them to rustls from memory saves most of the system calls of
+/// a fast stream. Allocated at the first read, kept with the connection.
+const INBOUND_CHUNK: usize = 32 * 1024;
+
 /// What a [`TlsTransport`] is made from: PEM text (as Node's `tls` takes it), each option
 /// possibly holding several PEM blocks.
 #[derive(Debug, Default, Clone)]
@@ -214,6 +222,8 @@ impl TlsSetup {
                 rustls::Connection::from(ServerConnection::new(config).map_err(io::Error::other)?)
             }
         };
+        let mut session = session;
+        session.set_buffer_limit(Some(SENDABLE_LIMIT));
         Ok(session)
     }
 
@@ -227,6 +237,8 @@ impl TlsSetup {
         Ok(TlsStream {
             tcp,
             session: self.session(side, server_name)?,
+            inbound: Inbound::default(),
+            plaintext: 0,
             open: false,
             eof: false,
             peer_certificate: None,
@@ -347,6 +359,10 @@ impl Transport for TlsTransport {
 pub(crate) struct TlsStream {
     tcp: TcpStream,
     session: rustls::Connection,
+    /// Ciphertext read from the socket that rustls has not taken yet.
+    inbound: Inbound,
+    /// Plaintext bytes rustls holds, not yet read.
+    plaintext: usize,
     /// The handshake is done.
     open: bool,
     /// The socket has ended (a read returned 0).
@@ -369,14 +385,52 @@ fn tls_error(err: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, TlsFailure(err.to_string()))
 }
 
+/// Ciphertext read from the socket ahead of rustls: `data[start..end]`.
+#[derive(Default)]
+struct Inbound {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// What rustls reads from: the bytes read ahead, else one read of the socket (whose
+/// `WouldBlock` and end come through as they are).
+struct InboundReader<'a> {
+    inbound: &'a mut Inbound,
+    tcp: &'a mut TcpStream,
+}
+
+impl Read for InboundReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let inbound = &mut *self.inbound;
+        if inbound.start == inbound.end {
+            if inbound.data.is_empty() {
+                inbound.data = vec![0; INBOUND_CHUNK];
+            }
+            let n = self.tcp.read(&mut inbound.data)?;
+            inbound.start = 0;
+            inbound.end = n;
+        }
+        let n = out.len().min(inbound.end - inbound.start);
+        out[..n].copy_from_slice(&inbound.data[inbound.start..inbound.start + n]);
+        inbound.start += n;
+        Ok(n)
+    }
+}
+
 impl TlsStream {
-    /// Reads TLS records once and processes them; `Ok(0)` at the socket's end. What
-    /// processing makes rustls send goes out as far as the socket takes it.
+    /// Reads TLS records once (from the bytes read ahead, else from the socket) and
+    /// processes them; `Ok(0)` at the socket's end. What processing makes rustls send
+    /// goes out as far as the socket takes it.
     fn read_records(&mut self) -> io::Result<usize> {
         if self.eof {
             return Ok(0);
         }
-        let n = match self.session.read_tls(&mut self.tcp) {
+        let mut reader = InboundReader {
+            inbound: &mut self.inbound,
+            tcp: &mut self.tcp,
+        };
+        let n = match self.session.read_tls(&mut reader) {
             Ok(0) => {
                 self.eof = true;
                 0
@@ -384,10 +438,13 @@ impl TlsStream {
             Ok(n) => n,
             Err(err) => return Err(err),
         };
-        if let Err(err) = self.session.process_new_packets() {
-            // The alert that tells the peer why, best effort.
-            let _ = self.flush_output();
-            return Err(tls_error(err));
+        match self.session.process_new_packets() {
+            Ok(state) => self.plaintext = state.plaintext_bytes_to_read(),
+            Err(err) => {
+                // The alert that tells the peer why, best effort.
+                let _ = self.flush_output();
+                return Err(tls_error(err));
+            }
         }
         // Best effort: an error of the socket shows on the next read or write, and the
         // plaintext just read must not be lost to it.
@@ -396,12 +453,31 @@ impl TlsStream {
     }
 }
 
+impl TlsStream {
+    /// Reads records until rustls holds plaintext: `Ok(true)`; `Ok(false)` at the end of
+    /// the stream (a close_notify, or the socket's end); `WouldBlock` when the socket has
+    /// nothing more.
+    fn fill_plaintext(&mut self) -> io::Result<bool> {
+        loop {
+            if self.plaintext > 0 {
+                return Ok(true);
+            }
+            if self.read_records()? == 0 && self.eof {
+                return Ok(self.plaintext > 0);
+            }
+        }
+    }
+}
+
 impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.session.reader().read(buf) {
                 // 0: the peer's close_notify.
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.plaintext = self.plaintext.saturating_sub(n);
+                    return Ok(n);
+                }
                 // No plaintext now: read records below.
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 // The socket ended without close_notify: an end all the same.
@@ -411,7 +487,10 @@ impl Read for TlsStream {
             if self.read_records()? == 0 && self.eof {
                 // The session saw the end: the reader says which (loop once more).
                 match self.session.reader().read(buf) {
-                    Ok(n) => return Ok(n),
+                    Ok(n) => {
+                        self.plaintext = self.plaintext.saturating_sub(n);
+                        return Ok(n);
+                    }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                     Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                     Err(err) => return Err(err),
@@ -526,6 +605,20 @@ impl Stream for TlsStream {
 
     fn peer_certificate(&self) -> Option<&[u8]> {
         self.peer_certificate.as_deref()
+    }
+
+    /// Grows `buf` by no more than the plaintext there is, so that a large payload read
+    /// record by record is not zeroed ahead of what arrives.
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        if !self.fill_plaintext()? {
+            // The end (a close_notify, or the socket's end without one).
+            return Ok(0);
+        }
+        let have = buf.len();
+        buf.resize(have + max.min(self.plaintext), 0);
+        let read = self.read(&mut buf[have..]);
+        buf.truncate(have + *read.as_ref().unwrap_or(&0));
+        read
     }
 }
 

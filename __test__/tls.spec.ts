@@ -92,8 +92,10 @@ test('a mesh carries envelopes both ways over mutual TLS, in order, small and 1 
   const removed = await mesh.remove(a)
   t.is(mesh.peerCertificate(a), null, 'dropped at remove')
   t.is(removed.peerCertificate?.subject.CN, 'server')
-  mesh.add(removed)
+  const again = mesh.add(removed)
+  t.is(mesh.peerCertificate(again)?.subject.CN, 'server', 'taken again at add')
   mesh.shutdown()
+  t.is(mesh.peerCertificate(b), null, 'dropped at shutdown')
 })
 
 test("wiremesh dials Node's tls server, with and without a client certificate", async (t) => {
@@ -344,6 +346,50 @@ test('TlsTransport takes tcps:// only; MultiTransport takes it in a list', async
   t.is(accepted.peerCertificate, null)
   t.false(new MultiTransport().accepts('tcps://127.0.0.1:80'))
   dialled.disconnect()
+  accepted.disconnect()
+  listener.close()
+})
+
+test('TLS 1.2 both ways with Node, mutual authentication', async (t) => {
+  const c = await certificates()
+  // A Node server that speaks at most TLS 1.2 and requires a client certificate.
+  const server = tls.createServer({
+    ...c.server,
+    ca: c.ca,
+    requestCert: true,
+    rejectUnauthorized: true,
+    maxVersion: 'TLSv1.2',
+  })
+  let protocol: string | null = null
+  server.on('secureConnection', (socket) => {
+    protocol = socket.getProtocol()
+    socket.pipe(socket)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const [, client] = await mutual()
+  const dialled = await client.connect(`tcps://127.0.0.1:${(server.address() as net.AddressInfo).port}`)
+  await dialled.send('one-two')
+  t.is((await dialled.recv()).toString(), 'one-two')
+  t.is(protocol, 'TLSv1.2')
+  dialled.disconnect()
+  server.close()
+
+  // A Node client that speaks at most TLS 1.2 to a wiremesh listener that requires one.
+  const [listening] = await mutual()
+  const listener = await listening.listen(LOCAL)
+  const socket = tls.connect({
+    host: '127.0.0.1',
+    port: portOf(listener.endpoint),
+    ca: c.ca,
+    ...c.client,
+    maxVersion: 'TLSv1.2',
+  })
+  const accepted = await listener.accept()
+  t.is(socket.getProtocol(), 'TLSv1.2')
+  t.is(accepted.peerCertificate?.subject.CN, 'client-1')
+  socket.write(frame('twelve'))
+  t.is((await accepted.recv()).toString(), 'twelve')
+  socket.destroy()
   accepted.disconnect()
   listener.close()
 })

@@ -67,7 +67,7 @@ class MeshState implements Wakeable {
   /**
    * The TLS peer certificates of the connections in the mesh, by id: taken from the
    * `Connection` at `add` (the reactor owns the connection then, and is never asked), dropped
-   * at `remove` and at the connection's disconnect notice.
+   * at `remove`, at the connection's disconnect notice, and at shutdown.
    */
   readonly peerCertificates = new Map<number, PeerCertificate>()
   /** Reasons to be held: waiting receives, room waiters, removals. */
@@ -182,6 +182,8 @@ class MeshState implements Wakeable {
       // What the connections had not written comes back, in a 'disconnect' of kind
       // Shutdown each (and the notices of connections that were ending).
       for (const notice of this.native.shutdown()) this.announce(notice.id, notice)
+      // Every connection is closed: none has a peer any more.
+      this.peerCertificates.clear()
       while (this.refs > 0) {
         this.refs--
         release()

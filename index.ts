@@ -41,13 +41,17 @@ export {
   MultiTransport,
   RawTransport,
   TcpTransport,
+  TlsTransport,
   UnixTransport,
 } from './lib/transports'
 export type {
   Framing,
   InprocTransportOptions,
   OperationOptions,
+  PeerCertificate,
+  Pem,
   TcpTransportOptions,
+  TlsTransportOptions,
   Transport,
   UnixTransportOptions,
 } from './lib/transports'

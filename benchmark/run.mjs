@@ -49,6 +49,7 @@ const stream = (size, conns, count) => ({
   count,
 })
 const UNIX_IMPLS = ['wiremesh', 'wiremesh-tcp', 'net']
+const TLS_IMPLS = ['wiremesh', 'net', 'zeromq']
 const scenarios = [
   stream(64, 1, 2_000_000),
   stream(KiB, 1, 1_000_000),
@@ -85,6 +86,16 @@ const scenarios = [
     title: 'unix 64 KiB x1',
     transport: 'unix',
     impls: UNIX_IMPLS,
+  },
+  // TLS: wiremesh's TlsTransport and Node's tls with the same framing; zeromq over plain
+  // TCP (zeromq.js has no TLS), the baseline without encryption.
+  { ...stream(64, 1, 2_000_000), id: 'tls-64B-1', title: 'tls 64 B x1', transport: 'tls', impls: TLS_IMPLS },
+  {
+    ...stream(64 * KiB, 1, 80_000),
+    id: 'tls-64KiB-1',
+    title: 'tls 64 KiB x1',
+    transport: 'tls',
+    impls: TLS_IMPLS,
   },
   {
     // 50 request/response loops against an echo server: one mesh for the 50 client
@@ -262,6 +273,13 @@ function startPeer(impl, config) {
 const cpuSeconds = (cpu) => (cpu.user + cpu.system) / 1e6
 
 let runCounter = 0
+let certificatesMade
+
+/** The TLS scenarios' certificates, made once per benchmark run. */
+function tlsCertificates() {
+  certificatesMade ??= import('./certificates.mjs').then(({ benchmarkCertificates }) => benchmarkCertificates())
+  return certificatesMade
+}
 
 async function runOnce(scenario, impl) {
   const timeout = scenario.kind === 'backpressure' ? scenario.duration + 90 : quick ? 60 : 120
@@ -278,6 +296,8 @@ async function runOnce(scenario, impl) {
       scenario.transport === 'unix' && impl !== 'wiremesh-tcp'
         ? path.join(os.tmpdir(), `wiremesh-bench-${process.pid}-${runCounter++}.sock`)
         : undefined,
+    // A TLS scenario: the run's key, certificate and CA, as PEM (zeromq ignores them).
+    tls: scenario.transport === 'tls' ? await tlsCertificates() : undefined,
   }
   const listenerRole = scenario.listener ?? 'recv'
   const peers = []

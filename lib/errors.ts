@@ -105,6 +105,11 @@ export enum ConnectErrorKind {
   Aborted = 'Aborted',
   /** This platform lacks the transport (Unix sockets on Windows). */
   Unsupported = 'Unsupported',
+  /**
+   * The TLS handshake failed, or the server was not authenticated (unknown CA, expired
+   * certificate, another name than `servername`).
+   */
+  Tls = 'Tls',
 }
 
 /** Kinds of {@link AcceptError}. */
@@ -117,6 +122,12 @@ export enum AcceptErrorKind {
   Timeout = 'Timeout',
   /** The `signal` aborted the accept. */
   Aborted = 'Aborted',
+  /**
+   * The TLS handshake of the connection accepted failed, or its client was not
+   * authenticated (no certificate when `requestCert`, unknown CA, expired): the connection
+   * was closed, and the listener goes on.
+   */
+  Tls = 'Tls',
 }
 
 /** Kinds of {@link DisconnectError}: why the reactor removed a connection by itself. */
@@ -182,12 +193,14 @@ export const codes = {
     Timeout: 'ERR_WIREMESH_CONNECT_TIMEOUT',
     Aborted: 'ERR_WIREMESH_CONNECT_ABORTED',
     Unsupported: 'ERR_WIREMESH_CONNECT_UNSUPPORTED',
+    Tls: 'ERR_WIREMESH_CONNECT_TLS',
   },
   AcceptError: {
     Closed: 'ERR_WIREMESH_ACCEPT_CLOSED',
     IoError: 'ERR_WIREMESH_ACCEPT_IO_ERROR',
     Timeout: 'ERR_WIREMESH_ACCEPT_TIMEOUT',
     Aborted: 'ERR_WIREMESH_ACCEPT_ABORTED',
+    Tls: 'ERR_WIREMESH_ACCEPT_TLS',
   },
   DisconnectError: {
     Eof: 'ERR_WIREMESH_DISCONNECT_EOF',

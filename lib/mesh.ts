@@ -35,6 +35,7 @@ import { Outbox } from './outbox'
 import { RoomWaiters } from './room'
 import { systemError } from './system'
 import { Connection, nativeConnection } from './transports'
+import type { PeerCertificate } from './transports'
 import { forget, onWake, release, retain, type Wakeable } from './waker'
 
 /** Meshes with something pending (a receive, a `sendWait`, a removal), held strongly: a
@@ -63,6 +64,12 @@ class MeshState implements Wakeable {
   shutdownCalled = false
   /** Envelopes a flush found their connection gone for: they join its notice. */
   readonly orphans = new Map<number, Envelope[]>()
+  /**
+   * The TLS peer certificates of the connections in the mesh, by id: taken from the
+   * `Connection` at `add` (the reactor owns the connection then, and is never asked), dropped
+   * at `remove`, at the connection's disconnect notice, and at shutdown.
+   */
+  readonly peerCertificates = new Map<number, PeerCertificate>()
   /** Reasons to be held: waiting receives, room waiters, removals. */
   #holds = 0
 
@@ -133,6 +140,7 @@ class MeshState implements Wakeable {
       this.orphans.delete(id)
     }
     this.outbox.forget(id)
+    this.peerCertificates.delete(id)
     const error = new DisconnectError(notice.kind as DisconnectErrorKind, notice.message, id, unsent)
     // After the continuation of the receive that took the last envelope.
     setImmediate(() => {
@@ -174,6 +182,8 @@ class MeshState implements Wakeable {
       // What the connections had not written comes back, in a 'disconnect' of kind
       // Shutdown each (and the notices of connections that were ending).
       for (const notice of this.native.shutdown()) this.announce(notice.id, notice)
+      // Every connection is closed: none has a peer any more.
+      this.peerCertificates.clear()
       while (this.refs > 0) {
         this.refs--
         release()
@@ -285,7 +295,11 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     const handle = connection instanceof Connection ? nativeConnection(connection) : undefined
     if (handle === undefined) throw invalidArgType('connection', 'a Connection', connection)
     const id = this.#state.native.add(handle)
-    if (id >= 0) return id
+    if (id >= 0) {
+      const certificate = connection.peerCertificate
+      if (certificate !== null) this.#state.peerCertificates.set(id, certificate)
+      return id
+    }
     if (id === native.AddStatus.Spent) {
       throw new AddError(AddErrorKind.Spent, 'the connection joined a mesh already or was disconnected')
     }
@@ -310,6 +324,7 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     // What was sent before leaves with the connection.
     state.outbox.flush()
     state.outbox.forget(id)
+    state.peerCertificates.delete(id)
     const removal = state.native.beginRemove(id)
     if (removal === null)
       return Promise.reject(new RemoveError(RemoveErrorKind.NotFound, `no connection with id ${id}`))
@@ -318,6 +333,16 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
       state.hold()
       retain()
     })
+  }
+
+  /**
+   * The certificate the TLS peer of connection `id` presented (see
+   * `Connection.peerCertificate`); null for an id not in the mesh (removed, disconnected)
+   * and for connections without one.
+   */
+  peerCertificate(id: number): PeerCertificate | null {
+    checkId(id)
+    return this.#state.peerCertificates.get(id) ?? null
   }
 
   /** Queues an envelope without blocking; throws `SendError` (`Full` and `Disconnected` carry the envelope). */

@@ -8,6 +8,7 @@
  */
 
 import { Buffer } from 'node:buffer'
+import { X509Certificate } from 'node:crypto'
 import { lookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 
@@ -20,6 +21,7 @@ import {
   checkSignal,
   checkString,
   invalidArgType,
+  invalidArgValue,
   toBuffer,
 } from './args'
 import {
@@ -64,6 +66,34 @@ export function nativeConnection(connection: Connection): native.NativeConnectio
   return natives.get(connection)
 }
 
+/**
+ * The certificate a TLS peer presented and the handshake verified, as Node's
+ * `tlsSocket.getPeerCertificate()` shapes its main fields.
+ */
+export interface PeerCertificate {
+  /** The subject's fields (`{ CN: 'node-1', O: 'Acme' }`); a field given twice is an array. */
+  subject: Record<string, string | string[]>
+  /** The SHA-256 fingerprint of `raw`, as Node spells it: `AB:CD:…`, uppercase hex. */
+  fingerprint256: string
+  /** The certificate, DER-encoded. */
+  raw: Buffer
+}
+
+/** A {@link PeerCertificate} from its DER bytes, or null. */
+function peerCertificateOf(raw: Buffer | null | undefined): PeerCertificate | null {
+  if (raw === null || raw === undefined) return null
+  const x509 = new X509Certificate(raw)
+  const subject: Record<string, string | string[]> = {}
+  for (const line of x509.subject.split('\n')) {
+    const at = line.indexOf('=')
+    if (at <= 0) continue
+    const [field, value] = [line.slice(0, at), line.slice(at + 1)]
+    const had = subject[field]
+    subject[field] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [had, value]
+  }
+  return { subject, fingerprint256: x509.fingerprint256, raw }
+}
+
 /** An operation waiting for its connection's earlier ones to end. */
 interface Turn {
   /** Starts it (its signal and timer stop watching). */
@@ -91,6 +121,7 @@ export class Connection {
   #waiting: Turn[] = []
   /** The operation under way, so that `disconnect` can end it at once. */
   #current: { id: number; reject(error: Error): void; aborted: () => Error } | null = null
+  #peerCertificate: PeerCertificate | null | undefined
 
   /** @internal Made by transports, listeners and `Mesh.remove`. */
   constructor(handle: native.NativeConnection) {
@@ -101,6 +132,16 @@ export class Connection {
     this.localEndpoint = handle.localEndpoint
     this.remoteEndpoint = handle.remoteEndpoint
     natives.set(this, handle)
+  }
+
+  /**
+   * The certificate the TLS peer presented and the handshake verified; null for other
+   * transports, and for a client that sent none (a listener without `requestCert`).
+   * Still readable once the connection is spent; in a mesh, `mesh.peerCertificate(id)`.
+   */
+  get peerCertificate(): PeerCertificate | null {
+    if (this.#peerCertificate === undefined) this.#peerCertificate = peerCertificateOf(this.#native.peerCertificate)
+    return this.#peerCertificate
   }
 
   /** True once the connection joined a mesh or was disconnected. */
@@ -322,6 +363,7 @@ export class Listener implements AsyncIterable<Connection> {
   readonly endpoint: string
   #native: native.NativeListener
   #closed = false
+  #refusedTls = 0
   /** Ends the iterator's pause after a failed accept, when the listener closes. */
   #stopPause: (() => void) | undefined
 
@@ -331,7 +373,19 @@ export class Listener implements AsyncIterable<Connection> {
     this.endpoint = handle.endpoint
   }
 
-  /** The next connection. Rejects with `AcceptError` (`Closed` once `close` is called). */
+  /**
+   * Connections refused so far because their TLS handshake failed or their client was not
+   * authenticated (each an `accept` that rejected with kind `Tls`). Always 0 for other
+   * transports.
+   */
+  get refusedTls(): number {
+    return this.#refusedTls
+  }
+
+  /**
+   * The next connection. Rejects with `AcceptError` (`Closed` once `close` is called; `Tls`
+   * for a TLS client refused, after which the listener goes on).
+   */
   accept(options?: OperationOptions): Promise<Connection> {
     let checked: ReturnType<typeof operationOptions>
     try {
@@ -352,7 +406,10 @@ export class Listener implements AsyncIterable<Connection> {
         // The accept holds its listener until it ends: a listener collected meanwhile
         // would close its socket under it.
         held(listener)
-        if (done.failure) throw new AcceptError(done.failure.kind as AcceptErrorKind, done.failure.message)
+        if (done.failure) {
+          if (done.failure.kind === AcceptErrorKind.Tls) this.#refusedTls++
+          throw new AcceptError(done.failure.kind as AcceptErrorKind, done.failure.message)
+        }
         return new Connection(done.connection as native.NativeConnection)
       },
       checked.signal,
@@ -370,7 +427,8 @@ export class Listener implements AsyncIterable<Connection> {
    * Accepted connections, until the listener is closed. A failure to accept (kind
    * `IoError`: out of descriptors, a connection reset in the backlog) does not end the
    * loop: it tries again after a pause that starts at 10 ms and doubles up to 1 s, and
-   * goes back to no pause after an accept succeeds.
+   * goes back to no pause after an accept succeeds. A TLS client refused (kind `Tls`,
+   * counted in {@link refusedTls}) is passed over at once.
    */
   async *[Symbol.asyncIterator](): AsyncIterator<Connection> {
     let pause = 0
@@ -381,6 +439,7 @@ export class Listener implements AsyncIterable<Connection> {
       } catch (error) {
         if (!(error instanceof AcceptError)) throw error
         if (error.kind === AcceptErrorKind.Closed) return
+        if (error.kind === AcceptErrorKind.Tls) continue
         if (error.kind !== AcceptErrorKind.IoError) throw error
         pause = Math.min(Math.max(pause * 2, 10), 1000)
         await new Promise<void>((resolve) => {
@@ -403,7 +462,8 @@ export class Listener implements AsyncIterable<Connection> {
 
 /**
  * What every transport offers: a mesh takes the connections of any of them. Implemented by
- * {@link TcpTransport}, {@link UnixTransport} and {@link MultiTransport}.
+ * {@link TcpTransport}, {@link TlsTransport}, {@link UnixTransport}, {@link InprocTransport}
+ * and {@link MultiTransport}.
  */
 export interface Transport {
   /** True if the transport can listen on or connect to `address`. */
@@ -456,6 +516,7 @@ async function connectWith(
   endpoint: string,
   options: OperationOptions | undefined,
   address: (endpoint: string) => Promise<string>,
+  serverName?: string,
 ): Promise<Connection> {
   checkString(endpoint, 'endpoint')
   const { signal, timeout } = operationOptions(options)
@@ -470,7 +531,7 @@ async function connectWith(
   const resolved = await bounded(address(endpoint), signal, aborted, timeout, timedOut)
   if (signal?.aborted) throw aborted()
   const left = timeout === undefined ? undefined : Math.max(0, timeout - (performance.now() - started))
-  const id = transport.connect(resolved, nativeTimeout(left))
+  const id = transport.connect(resolved, nativeTimeout(left), serverName)
   if (isFailure(id)) throw new ConnectError(id.kind as ConnectErrorKind, `${id.message} (${endpoint})`)
   return completion(
     id,
@@ -516,6 +577,131 @@ export class TcpTransport implements Transport {
     return connectWith(this.#native, endpoint, options, resolve)
   }
 }
+
+/** PEM text as Node's `tls` takes it: a string, bytes, or a list of them. */
+export type Pem = string | Uint8Array | readonly (string | Uint8Array)[]
+
+/** Options of {@link TlsTransport}: those of TLS, and those of {@link TcpTransport}. */
+export interface TlsTransportOptions extends TcpTransportOptions {
+  /** This side's private key (PEM): needed to listen, and to dial with a client certificate. */
+  key?: Pem
+  /** This side's certificate chain (PEM), end-entity first. */
+  cert?: Pem
+  /**
+   * The CA certificates (PEM) that sign the peers this side trusts. Without it a dialling
+   * side trusts the Mozilla roots, as Node's `tls` does by default.
+   */
+  ca?: Pem
+  /**
+   * Listening side: require a client certificate signed by `ca` (mutual authentication).
+   * Default `false`: clients are not asked for one.
+   */
+  requestCert?: boolean
+  /** Dialling side: the name the server's certificate must carry; default the host of the endpoint. */
+  servername?: string
+}
+
+/** PEM option `name` as one Buffer, or undefined. */
+function pemOf(value: unknown, name: string): Buffer | undefined {
+  if (value === undefined) return undefined
+  const parts = Array.isArray(value) ? value : [value]
+  const buffers = parts.map((part: unknown, i) => {
+    if (typeof part === 'string') return Buffer.from(part)
+    if (part instanceof Uint8Array) return toBuffer(part)
+    const where = Array.isArray(value) ? `${name}[${i}]` : name
+    throw invalidArgType(where, 'of type string, Buffer, Uint8Array or an array of them', part)
+  })
+  // Blocks of several parts, each on its own lines.
+  return Buffer.concat(buffers.flatMap((buffer) => [buffer, Buffer.from('\n')]))
+}
+
+/**
+ * TLS over TCP (`tcps://host:port`), with rustls (TLS 1.3 and 1.2): the frames of
+ * {@link TcpTransport} inside TLS. The handshake is part of opening a connection, in the
+ * lobby: `connect` resolves once the server is authenticated (and, with `requestCert`, the
+ * listener's `accept` once the client is). A peer that fails authentication is refused
+ * with kind `Tls` on the side that refuses it; a listener goes on accepting others
+ * ({@link Listener.refusedTls} counts them). Each {@link Connection} has its
+ * `peerCertificate`.
+ *
+ * Options it cannot use (unparsable PEM, a key that does not fit its certificate,
+ * `requestCert` without `ca`) throw at construction: `TypeError` with code
+ * `ERR_INVALID_ARG_VALUE` (a value of the wrong type: `ERR_INVALID_ARG_TYPE`).
+ */
+export class TlsTransport implements Transport {
+  #native: native.NativeTransport
+  #servername: string | undefined
+
+  constructor(options: TlsTransportOptions = {}) {
+    const checked = checkOptions<TlsTransportOptions>(options)
+    const maxFrameSize = maxFrameSizeOf(checked)
+    const noDelay = checked.noDelay ?? true
+    if (typeof noDelay !== 'boolean') throw invalidArgType('options.noDelay', 'of type boolean', noDelay)
+    const framing = checked.framing === undefined ? 'raw' : checkOneOf(checked.framing, 'options.framing', FRAMINGS)
+    const requestCert = checked.requestCert ?? false
+    if (typeof requestCert !== 'boolean') throw invalidArgType('options.requestCert', 'of type boolean', requestCert)
+    const servername = checked.servername
+    if (servername !== undefined && typeof servername !== 'string') {
+      throw invalidArgType('options.servername', 'of type string', servername)
+    }
+    const nativeOptions: native.NativeTlsOptions = {
+      key: pemOf(checked.key, 'options.key'),
+      cert: pemOf(checked.cert, 'options.cert'),
+      ca: pemOf(checked.ca, 'options.ca'),
+      requestCert,
+      servername,
+      maxFrameSize,
+      noDelay,
+      framing,
+    }
+    try {
+      this.#native = native.NativeTransport.tls(nativeOptions)
+    } catch (error) {
+      // `options.key: does not fit the cert: …`
+      const message = (error as Error).message
+      const match = /^(options\.\w+): (.*)$/s.exec(message)
+      const name = match ? match[1] : 'options'
+      throw invalidArgValue(name, `is invalid: ${match ? match[2] : message}`, '[PEM]')
+    }
+    this.#servername = servername
+  }
+
+  /** True for `tcps://host:port`. */
+  accepts(address: string): boolean {
+    return this.#native.accepts(checkString(address, 'address'))
+  }
+
+  /**
+   * Listens on `bind` (`tcps://host:port`; port 0 picks one). A transport without `key`
+   * and `cert` cannot: `ListenError` kind `Unsupported`.
+   */
+  listen(bind: string): Promise<Listener> {
+    return listenWith(this.#native, bind)
+  }
+
+  /**
+   * Connects to `endpoint` (`tcps://host:port`) and completes the handshake; the server's
+   * certificate must carry `servername` (default the endpoint's host). A host name is
+   * resolved first.
+   */
+  connect(endpoint: string, options?: OperationOptions): Promise<Connection> {
+    let serverName: string | undefined
+    if (typeof endpoint === 'string' && endpoint.startsWith(TLS_SCHEME)) {
+      const rest = endpoint.slice(TLS_SCHEME.length)
+      const host = rest.slice(0, rest.lastIndexOf(':'))
+      serverName = this.#servername ?? (host.startsWith('[') ? host.slice(1, -1) : host)
+    }
+    return connectWith(
+      this.#native,
+      endpoint,
+      options,
+      async (address) => TLS_SCHEME + (await resolve(address.slice(TLS_SCHEME.length))),
+      serverName,
+    )
+  }
+}
+
+const TLS_SCHEME = 'tcps://'
 
 /** Options of {@link UnixTransport}. */
 export interface UnixTransportOptions {
@@ -595,7 +781,8 @@ export class InprocTransport implements Transport {
 /**
  * One transport for every scheme (Splinter's name): `listen` and `connect` go to the first
  * of its transports that accepts the address. `new MultiTransport()` holds TCP, Unix
- * sockets and in-process connections with their default options; give your own list to choose options. An address no
+ * sockets and in-process connections with their default options; give your own list to choose options (a
+ * {@link TlsTransport} needs its keys, so it joins only a list you give). An address no
  * transport accepts is `InvalidEndpoint`.
  */
 export class MultiTransport implements Transport {

@@ -10,10 +10,14 @@
 // - the backpressure consumer pauses a socket while its application queue holds 4096
 //   frames or more, and resumes every paused socket once the queue is down to 1024;
 // - TCP_NODELAY on every socket (as the mesh sets it), default buffer sizes;
+// - `tls` (the TLS scenarios): the same over Node's `tls` (the listener with the run's key
+//   and certificate, the dialler verifying them against its CA), counted once the
+//   handshake is done;
 // - many-meshes (`requests`): each client loop writes a request as one frame and awaits a
 //   promise its socket's parser resolves with the reply; the server writes every frame
 //   back at once, as ping-pong's echo does.
 import net from 'node:net'
+import tls from 'node:tls'
 import { once } from 'node:events'
 import {
   Checker,
@@ -119,9 +123,9 @@ function prepare(socket) {
 async function establish() {
   const sockets = []
   if (config.listen) {
-    const server = net.createServer()
+    const server = config.tls ? tls.createServer({ key: config.tls.key, cert: config.tls.cert }) : net.createServer()
     const all = new Promise((resolve) => {
-      server.on('connection', (socket) => {
+      server.on(config.tls ? 'secureConnection' : 'connection', (socket) => {
         sockets.push(prepare(socket))
         if (sockets.length === conns) resolve()
       })
@@ -134,6 +138,12 @@ async function establish() {
     server.close()
   } else {
     for (let i = 0; i < conns; i++) {
+      if (config.tls) {
+        const socket = tls.connect({ host: '127.0.0.1', port: config.port, ca: config.tls.ca })
+        await once(socket, 'secureConnect')
+        sockets.push(prepare(socket))
+        continue
+      }
       const socket = net.connect(config.path ? { path: config.path } : { host: '127.0.0.1', port: config.port })
       await once(socket, 'connect')
       sockets.push(prepare(socket))

@@ -29,7 +29,7 @@ import {
   emitReceiverResult,
 } from './common.mjs'
 
-const { Envelope, Mesh, SendError, SendErrorKind, TcpTransport, UnixTransport } = wiremesh
+const { Envelope, Mesh, SendError, SendErrorKind, TcpTransport, TlsTransport, UnixTransport } = wiremesh
 const { role, scenario, conns, size, count } = config
 
 // A sender's outgoing queue per connection: about 1 MiB of frames, 16 to 1024 of them.
@@ -40,10 +40,16 @@ const newMesh = () => (role === 'send' ? new Mesh(4096, outgoingCapacity) : new 
 // wiremesh-50's clients make a mesh per connection (`clients`), none for all.
 const meshPerConnection = config.meshes === 'per-connection' && role === 'send'
 const mesh = meshPerConnection ? null : newMesh()
-// `path`: over a Unix socket at that path, else over loopback TCP.
-const transport = config.path ? new UnixTransport() : new TcpTransport()
-const bind = config.path ? `unix://${config.path}` : '127.0.0.1:0'
-const dial = () => (config.path ? `unix://${config.path}` : `127.0.0.1:${config.port}`)
+// `path`: over a Unix socket at that path; `tls`: over TLS (the listener has the key and
+// certificate, the dialler trusts the CA); else over loopback TCP.
+const transport = config.path
+  ? new UnixTransport()
+  : config.tls
+    ? new TlsTransport(config.listen ? { key: config.tls.key, cert: config.tls.cert } : { ca: config.tls.ca })
+    : new TcpTransport()
+const bind = config.path ? `unix://${config.path}` : config.tls ? 'tcps://127.0.0.1:0' : '127.0.0.1:0'
+const dial = () =>
+  config.path ? `unix://${config.path}` : config.tls ? `tcps://127.0.0.1:${config.port}` : `127.0.0.1:${config.port}`
 
 /** The connections' ids, in the order of the sender's connection index. */
 async function establish() {

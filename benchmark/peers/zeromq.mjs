@@ -10,7 +10,9 @@
 //   (ping-pong: it echoes to the routing id); fan-out: the Router sends to each Dealer's
 //   routing id in turn, with `mandatory: true` so that a full peer makes send wait
 //   instead of dropping the message; every Dealer receives in its own loop;
-// - default high-water marks (1000 messages per peer and direction).
+// - default high-water marks (1000 messages per peer and direction);
+// - the TLS scenarios run it over plain TCP all the same (zeromq.js has no TLS): the
+//   baseline without encryption.
 import {
   Checker,
   command,

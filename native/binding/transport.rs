@@ -29,7 +29,7 @@ use rustc_hash::FxHashMap;
 use wiremesh_core::codec::Framing;
 use wiremesh_core::{
     AcceptError, ConnectError, Connection, ConnectionError, InprocTransport, ListenError, Lobby,
-    OperationId, TcpTransport, Transport, UnixTransport,
+    OperationId, TcpTransport, TlsOptions, TlsTransport, Transport, UnixTransport,
 };
 
 use crate::env::{self, EnvWaker, Mark};
@@ -38,7 +38,7 @@ use crate::env::{self, EnvWaker, Mark};
 #[napi(object)]
 pub struct Failure {
     /// `InvalidEndpoint`, `AddressInUse`, `IoError`, `Closed`, `Disconnected`, `Protocol`,
-    /// `Timeout`, `Aborted`, `TooLarge`, `Spent` or `Busy`.
+    /// `Timeout`, `Aborted`, `TooLarge`, `Spent`, `Busy` or `Tls`.
     pub kind: String,
     pub message: String,
 }
@@ -222,6 +222,7 @@ fn connect_failure(err: ConnectError) -> Failure {
         ConnectError::Timeout => failure("Timeout", err),
         ConnectError::Aborted => failure("Aborted", err),
         ConnectError::Unsupported(_) => failure("Unsupported", err),
+        ConnectError::Tls(_) => failure("Tls", err),
     }
 }
 
@@ -231,6 +232,7 @@ fn accept_failure(err: AcceptError) -> Failure {
         AcceptError::Timeout => failure("Timeout", err),
         AcceptError::Aborted => failure("Aborted", err),
         AcceptError::Closed => failure("Closed", err),
+        AcceptError::Tls(_) => failure("Tls", err),
     }
 }
 
@@ -245,10 +247,37 @@ fn connection_failure(err: ConnectionError) -> Failure {
     }
 }
 
-/// A transport of the core: TCP by default, Unix sockets (`unix`) or in-process (`inproc`).
+/// A transport of the core: TCP by default, TLS (`tls`), Unix sockets (`unix`) or
+/// in-process (`inproc`).
 #[napi]
 pub struct NativeTransport {
     transport: Box<dyn Transport>,
+    /// The same transport, for connects that name the server (TLS only).
+    tls: Option<TlsTransport>,
+}
+
+/// The options of the TLS transport, as the package checked them (PEM as bytes).
+#[napi(object)]
+pub struct NativeTlsOptions {
+    pub key: Option<Buffer>,
+    pub cert: Option<Buffer>,
+    pub ca: Option<Buffer>,
+    pub request_cert: bool,
+    pub servername: Option<String>,
+    pub max_frame_size: u32,
+    pub no_delay: bool,
+    pub framing: String,
+}
+
+fn framing_of(framing: &str) -> Result<Framing> {
+    match framing {
+        "raw" => Ok(Framing::Raw),
+        "splinter-v1" => Ok(Framing::SplinterV1),
+        other => Err(Error::new(
+            Status::InvalidArg,
+            format!("unknown framing {other:?}"),
+        )),
+    }
 }
 
 #[napi]
@@ -258,16 +287,7 @@ impl NativeTransport {
     /// when a connection opens).
     #[napi(constructor)]
     pub fn new(max_frame_size: u32, no_delay: bool, framing: String) -> Result<Self> {
-        let framing = match framing.as_str() {
-            "raw" => Framing::Raw,
-            "splinter-v1" => Framing::SplinterV1,
-            other => {
-                return Err(Error::new(
-                    Status::InvalidArg,
-                    format!("unknown framing {other:?}"),
-                ))
-            }
-        };
+        let framing = framing_of(&framing)?;
         Ok(NativeTransport {
             transport: Box::new(
                 TcpTransport::default()
@@ -275,6 +295,31 @@ impl NativeTransport {
                     .with_no_delay(no_delay)
                     .with_framing(framing),
             ),
+            tls: None,
+        })
+    }
+
+    /// The TLS transport (`tcps://host:port`). Options it cannot use (unparsable PEM, a key
+    /// that does not fit its certificate) throw `InvalidArg` with a message that begins
+    /// with the option's name (`options.key: …`).
+    #[napi(factory)]
+    pub fn tls(options: NativeTlsOptions) -> Result<Self> {
+        let framing = framing_of(&options.framing)?;
+        let tls_options = TlsOptions {
+            key: options.key.map(|pem| pem.to_vec()),
+            cert: options.cert.map(|pem| pem.to_vec()),
+            ca: options.ca.map(|pem| pem.to_vec()),
+            request_cert: options.request_cert,
+            servername: options.servername,
+        };
+        let transport = TlsTransport::new(&tls_options)
+            .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?
+            .with_max_frame_size(options.max_frame_size)
+            .with_no_delay(options.no_delay)
+            .with_framing(framing);
+        Ok(NativeTransport {
+            transport: Box::new(transport.clone()),
+            tls: Some(transport),
         })
     }
 
@@ -283,6 +328,7 @@ impl NativeTransport {
     pub fn unix(max_frame_size: u32) -> Self {
         NativeTransport {
             transport: Box::new(UnixTransport::default().with_max_frame_size(max_frame_size)),
+            tls: None,
         }
     }
 
@@ -291,6 +337,7 @@ impl NativeTransport {
     pub fn inproc(max_frame_size: u32) -> Self {
         NativeTransport {
             transport: Box::new(InprocTransport::default().with_max_frame_size(max_frame_size)),
+            tls: None,
         }
     }
 
@@ -302,11 +349,21 @@ impl NativeTransport {
 
     /// Starts connecting to `endpoint` (an address: the package resolves host names
     /// first); `timeout_ms` below 0 waits for ever. The operation's id, or a failure
-    /// (`InvalidEndpoint`, `IoError`) found at once.
+    /// (`InvalidEndpoint`, `IoError`) found at once. A TLS connection verifies
+    /// `server_name` (the host the package resolved) unless the transport has its own.
     #[napi]
-    pub fn connect(&self, endpoint: String, timeout_ms: f64) -> Result<Either<f64, Failure>> {
+    pub fn connect(
+        &self,
+        endpoint: String,
+        timeout_ms: f64,
+        server_name: Option<String>,
+    ) -> Result<Either<f64, Failure>> {
         let state = lobby_state()?;
-        let connecting = match self.transport.start_connect(&endpoint) {
+        let started = match (&self.tls, server_name) {
+            (Some(tls), Some(name)) => tls.start_connect_named(&endpoint, &name),
+            _ => self.transport.start_connect(&endpoint),
+        };
+        let connecting = match started {
             Ok(connecting) => connecting,
             Err(err) => return Ok(Either::B(connect_failure(err))),
         };
@@ -409,11 +466,13 @@ pub struct NativeConnection {
     slot: Rc<RefCell<Slot>>,
     local_endpoint: String,
     remote_endpoint: String,
+    peer_certificate: Option<Vec<u8>>,
 }
 
 impl NativeConnection {
     pub(crate) fn from_connection(connection: Connection) -> Self {
         NativeConnection {
+            peer_certificate: connection.peer_certificate().map(<[u8]>::to_vec),
             local_endpoint: connection.local_endpoint().into(),
             remote_endpoint: connection.remote_endpoint().into(),
             slot: Rc::new(RefCell::new(Slot::Idle(Box::new(connection)))),
@@ -483,6 +542,12 @@ impl NativeConnection {
     #[napi(getter)]
     pub fn remote_endpoint(&self) -> String {
         self.remote_endpoint.clone()
+    }
+
+    /// The peer's certificate (DER) its TLS handshake verified, or null.
+    #[napi(getter)]
+    pub fn peer_certificate(&self) -> Option<Buffer> {
+        self.peer_certificate.clone().map(Buffer::from)
     }
 
     /// True once a mesh has it (or it was disconnected).

@@ -17,11 +17,12 @@
 //!   lobby shuts down; accepts also with `Closed` when their listener closes.
 //! - Accepts on one listener are served first come, first served. A listener accepts only
 //!   while an accept waits, so connections nobody asked for wait in the kernel's backlog.
-//! - A connection that must negotiate before it is open (Splinter's framing) is opened by
-//!   the accept that took it, without blocking, before the accept ends: with the
-//!   connection once it is open, or with `Io` if the negotiation fails (the connection is
-//!   closed; the listener goes on) or takes longer than [`OPENING_TIMEOUT`]. Meanwhile
-//!   the next accept takes the next connection.
+//! - A connection that must open before it is used (a TLS handshake, Splinter's
+//!   negotiation) is opened by the accept that took it, without blocking, before the
+//!   accept ends: with the connection once it is open, or with `Tls` if its handshake
+//!   fails and `Io` if its negotiation does (the connection is closed; the listener goes
+//!   on), or `Io` if it takes longer than [`OPENING_TIMEOUT`]. Meanwhile the next accept
+//!   takes the next connection.
 //! - A completion must be quick and must not call back into the lobby.
 
 use std::cmp::Reverse;
@@ -40,6 +41,7 @@ use crossbeam_queue::ArrayQueue;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustc_hash::FxHashMap;
 
+use crate::transport::error::OpenError;
 use crate::transport::{
     AcceptError, ConnectError, Connecting, Connection, ConnectionError, Listener,
 };
@@ -468,7 +470,7 @@ impl EventLoop {
                         OPENING_TIMEOUT.as_secs()
                     ),
                 );
-                self.conclude(id, Outcome::Accepted(Err(err)));
+                self.conclude(id, Outcome::Accepted(Err(OpenError::Io(err))));
             }
         }
         None
@@ -590,7 +592,7 @@ impl EventLoop {
             } => match connection.open_some() {
                 Ok(false) => return,
                 Ok(true) => Outcome::Accepted(Ok(())),
-                Err(err) => Outcome::Accepted(Err(err.into_io())),
+                Err(err) => Outcome::Accepted(Err(err)),
             },
             Operation::Accept { opening: None, .. } => return,
         };
@@ -624,7 +626,7 @@ impl EventLoop {
                 Outcome::Accepted(result),
             ) => {
                 // Refused: the connection is dropped here, which closes it.
-                done(id, result.map(|()| connection).map_err(AcceptError::Io))
+                done(id, result.map(|()| connection).map_err(AcceptError::from))
             }
             _ => unreachable!("each operation has its own outcome"),
         }
@@ -717,7 +719,7 @@ impl EventLoop {
 enum Outcome {
     Connected(Result<Connection, ConnectError>),
     /// An accepted connection opened (or failed to).
-    Accepted(Result<(), io::Error>),
+    Accepted(Result<(), OpenError>),
     Sent(Result<(), ConnectionError>),
     Received(Result<Vec<u8>, ConnectionError>),
 }

@@ -34,7 +34,9 @@
 //!   and while there is no room the reactor reads nothing and sleeps until a receiver's
 //!   take makes room and wakes it. Nothing is dropped and nothing spins.
 //! - **Coalesce writes.** Up to 256 queued frames leave in one vectored write, payloads
-//!   uncopied. Frames are taken from a queue only while its connection's backlog is small,
+//!   uncopied. A stream that holds bytes of its own once its frames are written (TLS
+//!   records) is flushed before its connection leaves the write list, and waits for its
+//!   writable event if the socket is full. Frames are taken from a queue only while its connection's backlog is small,
 //!   so a peer that does not read fills its bounded queue and senders get `Full`: memory
 //!   stays bounded. A turn writes at most [`WRITE_BUDGET`] bytes to one connection.
 //! - **Ordered notices.** A connection the reactor removes by itself (end of stream, reset,
@@ -493,7 +495,14 @@ impl State {
                 if conn.queue.unschedule() {
                     continue;
                 }
-                return;
+                // Bytes the stream holds of its own (TLS records of frames it took) must
+                // go out though no frame is left: on the next writable event if the
+                // socket is full now.
+                return match conn.connection.flush_output() {
+                    Ok(true) => {}
+                    Ok(false) => conn.write_blocked = true,
+                    Err(err) => self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err))),
+                };
             }
             match conn.connection.write_backlog() {
                 Ok(0) => {
@@ -560,7 +569,12 @@ impl State {
         // Written, or in the backlog: no longer the queue's.
         queue.release(frames);
         match written {
-            Ok(n) if n == wire.len() => {}
+            Ok(n) if n == wire.len() => {
+                if conn.connection.has_pending_output() {
+                    // The stream took it all but holds records the socket did not.
+                    self.flush(id);
+                }
+            }
             Ok(n) => {
                 let (rest, skip) = wire.rest_after(n);
                 conn.connection.backlog.push_resumed(rest, skip);
@@ -632,6 +646,12 @@ impl State {
             if conn.wants_reading() {
                 conn.read_listed = true;
                 self.read_list.push_back(id);
+            }
+            if conn.connection.has_pending_output() && !conn.write_listed && !conn.write_blocked {
+                // What reading made the stream send (a TLS alert, a key update) and the
+                // socket did not take: written on the next turn, or at the writable event.
+                conn.write_listed = true;
+                self.write_list.push_back(id);
             }
             match ended {
                 Some(reason) => self.begin_close(id, Finish::Disconnect(reason)),
@@ -816,7 +836,8 @@ fn drain_nonblocking(conn: &mut Conn) -> io::Result<()> {
             && conn.queue.pop_into(&mut conn.connection.backlog)
         {}
         if conn.connection.backlog.is_empty() {
-            return Ok(());
+            // And the stream's own bytes (TLS records), as far as the socket takes them.
+            return conn.connection.flush_output().map(drop);
         }
         match conn.connection.write_backlog() {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -125,9 +125,26 @@ impl Connection {
         self.decoder.framing()
     }
 
-    /// True once its opening negotiation (if its framing has one) is done.
+    /// True once its opening is done: its stream's own (a TLS handshake), then its
+    /// framing's negotiation, for those that have one.
     pub fn is_open(&self) -> bool {
-        self.negotiation.is_none()
+        self.negotiation.is_none() && self.stream.is_open()
+    }
+
+    /// The peer's certificate (DER) that the connection's TLS handshake verified, if any.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.stream.peer_certificate()
+    }
+
+    /// True while its stream holds bytes of its own to write (TLS records) though the
+    /// backlog may be empty.
+    pub(crate) fn has_pending_output(&self) -> bool {
+        self.stream.has_pending_output()
+    }
+
+    /// Writes its stream's own pending bytes: `Ok(false)` if the socket would block first.
+    pub(crate) fn flush_output(&mut self) -> io::Result<bool> {
+        self.stream.flush_output()
     }
 
     /// Takes the opening negotiation as far as it goes without blocking: `Ok(true)` once
@@ -136,10 +153,21 @@ impl Connection {
     /// right after it stay in the socket for the connection's reader. After an error the
     /// connection is unusable: drop it (the socket closes).
     pub fn open_some(&mut self) -> Result<bool, OpenError> {
+        if !self.stream.is_open() {
+            match self.stream.open_some() {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(err) => return Err(OpenError::from_stream(err)),
+            }
+        }
         let Some(negotiation) = self.negotiation.as_mut() else {
             return Ok(true);
         };
         loop {
+            // What the stream holds of the offer or answer must reach the peer.
+            if !self.stream.flush_output().map_err(OpenError::Io)? {
+                return Ok(false);
+            }
             if !negotiation.to_write().is_empty() {
                 match self.stream.write(negotiation.to_write()) {
                     Ok(0) => return Err(OpenError::Io(io::ErrorKind::WriteZero.into())),
@@ -226,6 +254,7 @@ impl Connection {
             while !connection.backlog.is_empty() {
                 connection.backlog.write_to(&mut connection.stream)?;
             }
+            while !connection.stream.flush_output()? {}
             connection.stream.flush()
         })
         .map_err(ConnectionError::Io)
@@ -248,8 +277,8 @@ impl Connection {
 
     /// Shuts the connection down; the peer sees the end of the stream. Unwritten frames are
     /// dropped.
-    pub fn disconnect(self) -> io::Result<()> {
-        match self.stream.shutdown() {
+    pub fn disconnect(mut self) -> io::Result<()> {
+        match self.stream.close() {
             Err(err) if err.kind() != io::ErrorKind::NotConnected => Err(err),
             _ => Ok(()),
         }
@@ -304,7 +333,7 @@ impl Connection {
                 Err(err) => return Err(err),
             }
         }
-        Ok(true)
+        self.stream.flush_output()
     }
 
     /// The next frame without blocking: a pending one, or one read now (never reading past

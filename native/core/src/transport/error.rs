@@ -64,6 +64,20 @@ pub enum ConnectError {
     Aborted,
     /// This platform lacks the transport (Unix sockets on Windows).
     Unsupported(String),
+    /// The TLS handshake failed, or the server was not authenticated (unknown CA, expired
+    /// certificate, another name).
+    Tls(String),
+}
+
+impl From<OpenError> for ConnectError {
+    /// A connection that could not open fails its connect: `Tls` for its handshake, `Io`
+    /// for the rest.
+    fn from(err: OpenError) -> Self {
+        match err {
+            OpenError::Tls(message) => ConnectError::Tls(message),
+            other => ConnectError::Io(other.into_io()),
+        }
+    }
 }
 
 impl fmt::Display for ConnectError {
@@ -76,6 +90,7 @@ impl fmt::Display for ConnectError {
             ConnectError::Timeout => f.write_str("timed out connecting"),
             ConnectError::Aborted => f.write_str("the connection attempt was aborted"),
             ConnectError::Unsupported(what) => f.write_str(what),
+            ConnectError::Tls(why) => write!(f, "TLS: {why}"),
         }
     }
 }
@@ -100,6 +115,19 @@ pub enum AcceptError {
     Aborted,
     /// The listener was closed.
     Closed,
+    /// The TLS handshake of the connection accepted failed, or its client was not
+    /// authenticated; the connection was closed and the listener goes on.
+    Tls(String),
+}
+
+impl From<OpenError> for AcceptError {
+    /// A connection accepted that could not open fails its accept.
+    fn from(err: OpenError) -> Self {
+        match err {
+            OpenError::Tls(message) => AcceptError::Tls(message),
+            other => AcceptError::Io(other.into_io()),
+        }
+    }
 }
 
 impl fmt::Display for AcceptError {
@@ -109,6 +137,7 @@ impl fmt::Display for AcceptError {
             AcceptError::Timeout => f.write_str("timed out waiting for a connection"),
             AcceptError::Aborted => f.write_str("the accept was aborted"),
             AcceptError::Closed => f.write_str("the listener was closed"),
+            AcceptError::Tls(why) => write!(f, "TLS: {why}"),
         }
     }
 }
@@ -203,21 +232,49 @@ impl fmt::Display for DisconnectReason {
     }
 }
 
-/// Why a connection could not open: its negotiation failed, or its socket did.
+/// A TLS failure, carried inside the `io::Error` a TLS stream returns (kind
+/// `InvalidData`, or `UnexpectedEof` for a peer that left during the handshake).
+#[derive(Debug)]
+pub struct TlsFailure(pub String);
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+/// Why a connection could not open: its TLS handshake failed, its negotiation did, or its
+/// socket did.
 #[derive(Debug)]
 pub enum OpenError {
     /// The peer and this side agree on no frame version (or the peer left).
     Negotiation(NegotiationError),
+    /// The TLS handshake failed, or the peer was not authenticated.
+    Tls(String),
     /// The socket failed.
     Io(io::Error),
 }
 
 impl OpenError {
+    /// A stream's error while it opens: `Tls` if it carries a [`TlsFailure`].
+    pub fn from_stream(err: io::Error) -> Self {
+        if err.get_ref().is_some_and(|inner| inner.is::<TlsFailure>()) {
+            let message = err.into_inner().map(|inner| inner.to_string());
+            return OpenError::Tls(message.unwrap_or_default());
+        }
+        OpenError::Io(err)
+    }
+
     /// As an `io::Error`: a failed negotiation is `InvalidData` (a closed peer
     /// `UnexpectedEof`), with the negotiation's error inside.
     pub fn into_io(self) -> io::Error {
         match self {
             OpenError::Io(err) => err,
+            OpenError::Tls(message) => {
+                io::Error::new(io::ErrorKind::InvalidData, TlsFailure(message))
+            }
             OpenError::Negotiation(err @ NegotiationError::Closed) => {
                 io::Error::new(io::ErrorKind::UnexpectedEof, err)
             }
@@ -230,6 +287,7 @@ impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenError::Negotiation(err) => err.fmt(f),
+            OpenError::Tls(why) => write!(f, "TLS: {why}"),
             OpenError::Io(err) => write!(f, "could not open the connection: {err}"),
         }
     }
@@ -239,6 +297,7 @@ impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             OpenError::Negotiation(err) => Some(err),
+            OpenError::Tls(_) => None,
             OpenError::Io(err) => Some(err),
         }
     }

@@ -16,8 +16,12 @@
 //!   when it is readable. The blocking [`Transport::connect`] and [`Listener::accept`] are
 //!   for programs without an event loop.
 //! - Endpoints are strings. The TCP transport takes `host:port` and `tcp://host:port`,
-//!   and names its endpoints `tcp://ip:port`; the Unix transport takes and names
-//!   `unix:///absolute/path`; the in-process one `inproc://name`.
+//!   and names its endpoints `tcp://ip:port`; the TLS transport takes and names
+//!   `tcps://host:port`; the Unix transport takes and names `unix:///absolute/path`; the
+//!   in-process one `inproc://name`.
+//! - A stream may have an opening of its own (a TLS handshake, [`Stream::open_some`]) and
+//!   output of its own to finish writing after its caller's bytes are all taken
+//!   ([`Stream::flush_output`]): whoever owns the connection drives both without blocking.
 
 /// Implements mio's `Source` for a type by handing every call to one of its fields.
 #[allow(unused_macros)] // where no transport of the platform needs it
@@ -53,6 +57,7 @@ pub(crate) mod connection;
 pub mod error;
 mod inproc;
 mod tcp;
+mod tls;
 mod unix;
 
 use std::time::Duration;
@@ -64,6 +69,7 @@ pub use inproc::InprocTransport;
 #[cfg(unix)]
 pub use inproc::{InprocConnecting, InprocListener};
 pub use tcp::{TcpConnecting, TcpListener, TcpTransport};
+pub use tls::{TlsOptions, TlsOptionsError, TlsTransport};
 pub use unix::UnixTransport;
 #[cfg(unix)]
 pub use unix::{UnixConnecting, UnixListener};
@@ -80,6 +86,35 @@ pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug 
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Shuts both directions down, so the peer sees the end of the stream.
     fn shutdown(&self) -> io::Result<()>;
+    /// Closes the stream for good: as [`shutdown`](Self::shutdown), after telling the peer
+    /// at the stream's own level if it has one (TLS's `close_notify`, best effort).
+    fn close(&mut self) -> io::Result<()> {
+        self.shutdown()
+    }
+    /// False while the stream's own opening (a TLS handshake) is not done; nothing but
+    /// [`open_some`](Self::open_some) may be called until it is.
+    fn is_open(&self) -> bool {
+        true
+    }
+    /// Takes the stream's own opening as far as it goes without blocking: `Ok(true)` once
+    /// it is open, `Ok(false)` while it waits for the socket to be readable or writable.
+    fn open_some(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// True while the stream holds bytes of its own that the socket has not taken (TLS
+    /// records made from plaintext it accepted, or by reading).
+    fn has_pending_output(&self) -> bool {
+        false
+    }
+    /// Writes the stream's own pending bytes: `Ok(true)` once none are left, `Ok(false)`
+    /// if the socket would block first (its next writable event is the time to go on).
+    fn flush_output(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// The peer's certificate (DER) that the stream's opening verified, if any.
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        None
+    }
     /// Reads at most `max` bytes, appending them to `buf`; returns how many, as `read`.
     /// The default reads into zeroed room; a stream that can read into `buf`'s spare
     /// capacity as it is (TCP on Unix) saves zeroing large payloads before they arrive.

@@ -1,16 +1,20 @@
 //! TCP: Splinter's raw transport, or its TCP transport's versioned frames
-//! ([`Framing::SplinterV1`]).
+//! ([`Framing::SplinterV1`]); with a TLS session between the socket and the framing, the
+//! TLS transport's connections too ([`super::tls`]).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{self, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
+use rustls::pki_types::ServerName;
 use socket2::SockRef;
 
 use super::error::OpenError;
 use super::error::{AcceptError, ConnectError, ListenError};
+use super::tls::TlsSetup;
 use super::{Connecting, Connection, Listener, Stream, Transport};
 use crate::codec::{Framing, DEFAULT_MAX_FRAME_SIZE};
 use crate::splinter::Side;
@@ -41,6 +45,8 @@ pub struct TcpTransport {
     max_frame_size: u32,
     no_delay: bool,
     framing: Framing,
+    /// The TLS transport's: a session between each socket and its framing.
+    tls: Option<Arc<TlsSetup>>,
 }
 
 impl Default for TcpTransport {
@@ -49,6 +55,7 @@ impl Default for TcpTransport {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             no_delay: true,
             framing: Framing::Raw,
+            tls: None,
         }
     }
 }
@@ -78,6 +85,28 @@ impl TcpTransport {
         self
     }
 
+    /// The TLS transport's TCP: `tcps://` endpoints, each connection in a TLS session.
+    pub(crate) fn with_tls(mut self, tls: Arc<TlsSetup>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.tls {
+            Some(_) => super::tls::SCHEME,
+            None => SCHEME,
+        }
+    }
+
+    /// The `host:port` of an address this transport takes.
+    fn host_and_port<'a>(&self, address: &'a str) -> Option<&'a str> {
+        match self.tls {
+            // Only with its scheme: a bare `host:port` is TCP's.
+            Some(_) => host_and_port(address.strip_prefix(super::tls::SCHEME)?),
+            None => host_and_port(address),
+        }
+    }
+
     /// The largest frame its connections accept.
     pub fn max_frame_size(&self) -> u32 {
         self.max_frame_size
@@ -88,45 +117,49 @@ impl TcpTransport {
         self.framing
     }
 
-    fn connection(&self, stream: net::TcpStream, side: Side) -> io::Result<Connection> {
+    fn connection(
+        &self,
+        stream: net::TcpStream,
+        side: Side,
+        server_name: Option<ServerName<'static>>,
+    ) -> io::Result<Connection> {
         stream.set_nonblocking(true)?;
-        self.mio_connection(mio::net::TcpStream::from_std(stream), side)
+        self.mio_connection(mio::net::TcpStream::from_std(stream), side, server_name)
     }
 
-    /// A connection over `stream`, its negotiation (if its framing has one) not begun.
-    fn mio_connection(&self, stream: mio::net::TcpStream, side: Side) -> io::Result<Connection> {
+    /// A connection over `stream`, its opening (a TLS handshake; a negotiation, if its
+    /// framing has one) not begun. A dialler's TLS session verifies `server_name`.
+    fn mio_connection(
+        &self,
+        stream: mio::net::TcpStream,
+        side: Side,
+        server_name: Option<ServerName<'static>>,
+    ) -> io::Result<Connection> {
         stream.set_nodelay(self.no_delay)?;
-        let stream = Box::new(TcpStream::new(stream)?);
+        let tcp = TcpStream::new(stream)?;
+        let stream: Box<dyn Stream> = match &self.tls {
+            Some(tls) => Box::new(tls.stream(tcp, side, server_name)?),
+            None => Box::new(tcp),
+        };
         Connection::framed(stream, self.max_frame_size, self.framing, side)
     }
-}
 
-/// A connect's failure to open its connection: a refused negotiation fails the connect.
-fn connect_open_error(err: OpenError) -> ConnectError {
-    ConnectError::Io(err.into_io())
-}
-
-impl Transport for TcpTransport {
-    fn accepts(&self, address: &str) -> bool {
-        host_and_port(address).is_some()
+    /// The name a dialler's TLS session verifies for `address` (`host:port`).
+    fn server_name(&self, address: &str) -> Option<ServerName<'static>> {
+        self.tls.as_ref()?;
+        super::tls::server_name_of(address)
     }
 
-    fn connect(&self, endpoint: &str) -> Result<Connection, ConnectError> {
-        let address = host_and_port(endpoint)
+    /// [`Transport::start_connect`], a TLS session verifying `server_name`.
+    pub(crate) fn start_connect_as(
+        &self,
+        endpoint: &str,
+        server_name: Option<ServerName<'static>>,
+    ) -> Result<Box<dyn Connecting>, ConnectError> {
+        let address = self
+            .host_and_port(endpoint)
             .ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
-        let stream = net::TcpStream::connect(address).map_err(ConnectError::Io)?;
-        let mut connection = self
-            .connection(stream, Side::Dialler)
-            .map_err(ConnectError::Io)?;
-        connection
-            .open(Some(OPEN_TIMEOUT))
-            .map_err(connect_open_error)?;
-        Ok(connection)
-    }
-
-    fn start_connect(&self, endpoint: &str) -> Result<Box<dyn Connecting>, ConnectError> {
-        let address = host_and_port(endpoint)
-            .ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
+        let server_name = server_name.or_else(|| self.server_name(address));
         let address = std::net::ToSocketAddrs::to_socket_addrs(address)
             .map_err(ConnectError::Io)?
             .next()
@@ -141,16 +174,54 @@ impl Transport for TcpTransport {
             stream: Some(stream),
             opening: None,
             transport: self.clone(),
+            server_name,
         }))
+    }
+}
+
+/// A connect's failure to open its connection: a refused negotiation fails the connect,
+/// as does a failed TLS handshake (kind `Tls`).
+fn connect_open_error(err: OpenError) -> ConnectError {
+    ConnectError::from(err)
+}
+
+impl Transport for TcpTransport {
+    fn accepts(&self, address: &str) -> bool {
+        self.host_and_port(address).is_some()
+    }
+
+    fn connect(&self, endpoint: &str) -> Result<Connection, ConnectError> {
+        let address = self
+            .host_and_port(endpoint)
+            .ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
+        let stream = net::TcpStream::connect(address).map_err(ConnectError::Io)?;
+        let mut connection = self
+            .connection(stream, Side::Dialler, self.server_name(address))
+            .map_err(ConnectError::Io)?;
+        connection
+            .open(Some(OPEN_TIMEOUT))
+            .map_err(connect_open_error)?;
+        Ok(connection)
+    }
+
+    fn start_connect(&self, endpoint: &str) -> Result<Box<dyn Connecting>, ConnectError> {
+        self.start_connect_as(endpoint, None)
     }
 
     fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError> {
-        let address =
-            host_and_port(bind).ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
+        let address = self
+            .host_and_port(bind)
+            .ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
+        if self.tls.as_ref().is_some_and(|tls| !tls.can_listen()) {
+            return Err(ListenError::Unsupported(
+                "a TlsTransport without key and cert can only connect".into(),
+            ));
+        }
         let listener = bind_listener(address).map_err(ListenError::from_io)?;
         listener.set_nonblocking(true).map_err(ListenError::Io)?;
         let listener = mio::net::TcpListener::from_std(listener);
-        let endpoint = endpoint(listener.local_addr().map_err(ListenError::Io)?);
+        let local = listener.local_addr().map_err(ListenError::Io)?;
+        let endpoint = format!("{}{local}", self.scheme());
         Ok(Box::new(TcpListener {
             listener,
             endpoint,
@@ -206,6 +277,8 @@ pub struct TcpConnecting {
     /// The connection while it negotiates, on the same socket (still registered).
     opening: Option<Connection>,
     transport: TcpTransport,
+    /// The name the TLS session verifies (TLS only).
+    server_name: Option<ServerName<'static>>,
 }
 
 impl TcpConnecting {
@@ -246,7 +319,11 @@ impl Connecting for TcpConnecting {
             }
         }
         let stream = self.stream.take().expect("checked above");
-        match self.transport.mio_connection(stream, Side::Dialler) {
+        let server_name = self.server_name.take();
+        match self
+            .transport
+            .mio_connection(stream, Side::Dialler, server_name)
+        {
             Ok(connection) => {
                 self.opening = Some(connection);
                 self.open()
@@ -312,7 +389,7 @@ impl TcpListener {
         // skipped (closed) and the next one is taken.
         Ok(self
             .transport
-            .connection(stream.into(), Side::Listener)
+            .connection(stream.into(), Side::Listener, None)
             .ok())
     }
 }
@@ -342,7 +419,7 @@ impl Listener for TcpListener {
         restored.map_err(AcceptError::Io)?;
         connection
             .open(Some(OPEN_TIMEOUT))
-            .map_err(|err| AcceptError::Io(err.into_io()))?;
+            .map_err(AcceptError::from)?;
         Ok(connection)
     }
 
@@ -375,7 +452,7 @@ pub(crate) struct TcpStream {
 }
 
 impl TcpStream {
-    fn new(stream: mio::net::TcpStream) -> io::Result<Self> {
+    pub(crate) fn new(stream: mio::net::TcpStream) -> io::Result<Self> {
         Ok(TcpStream {
             local: stream.local_addr()?,
             remote: stream.peer_addr()?,

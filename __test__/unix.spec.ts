@@ -144,6 +144,9 @@ unixOnly('a socket file left by a process that died is replaced; a served one is
   client.disconnect()
   server.disconnect()
   listener.close()
+  // The lobby drops the listener, and its file, just after close() returns.
+  for (let i = 0; i < 100 && existsSync(file); i++) await sleep(10)
+  t.false(existsSync(file), 'closing the listener removes its socket file')
   // A file that is not a socket is never replaced.
   writeFileSync(file, 'mine')
   const notSocket = await t.throwsAsync(transport.listen(endpoint), { instanceOf: ListenError })

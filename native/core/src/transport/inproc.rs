@@ -80,7 +80,7 @@ pub use imp::{InprocConnecting, InprocListener};
 
 #[cfg(unix)]
 mod imp {
-    use std::io::{self, IoSlice, Read, Write};
+    use std::io::{self, Read, Write};
     use std::os::unix::net::UnixStream as StdUnixStream;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
     use std::sync::{Arc, OnceLock};
@@ -89,14 +89,11 @@ mod imp {
     use crossbeam_channel::{Receiver, Sender, TrySendError};
     use mio::event::Source;
     use mio::{Interest, Registry, Token};
-    use socket2::SockRef;
 
     use super::super::error::AcceptError;
-    use super::super::{Connection, Stream};
+    use super::super::unix::UnixStream;
+    use super::super::Connection;
     use super::*;
-
-    /// The socket buffers asked for each end of a pair.
-    const SOCKET_BUFFER: usize = 1 << 20;
 
     /// Connections a listener holds before connects are refused.
     const BACKLOG: usize = 4096;
@@ -215,14 +212,12 @@ mod imp {
     impl InprocTransport {
         fn connection(&self, stream: StdUnixStream, name: &str) -> io::Result<Connection> {
             stream.set_nonblocking(true)?;
-            // Deeper than the default (208 KiB on Linux), as TCP's autotuned buffers are: fewer
-            // wake-ups per megabyte (benchmark/README.md). Capped by the system's maximum.
-            let _ = SockRef::from(&stream).set_send_buffer_size(SOCKET_BUFFER);
-            let _ = SockRef::from(&stream).set_recv_buffer_size(SOCKET_BUFFER);
-            let stream = InprocStream {
-                stream: mio::net::UnixStream::from_std(stream),
-                endpoint: format!("{SCHEME}{name}"),
-            };
+            let endpoint = format!("{SCHEME}{name}");
+            let stream = UnixStream::with_endpoints(
+                mio::net::UnixStream::from_std(stream),
+                endpoint.clone(),
+                endpoint,
+            );
             Connection::new(Box::new(stream), self.max_frame_size)
         }
     }
@@ -339,67 +334,6 @@ mod imp {
     }
 
     delegate_source!(InprocListener, ringing);
-
-    /// One end of an in-process pair.
-    #[derive(Debug)]
-    pub(crate) struct InprocStream {
-        stream: mio::net::UnixStream,
-        endpoint: String,
-    }
-
-    impl Stream for InprocStream {
-        fn local_endpoint(&self) -> String {
-            self.endpoint.clone()
-        }
-
-        fn remote_endpoint(&self) -> String {
-            self.endpoint.clone()
-        }
-
-        fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-            SockRef::from(&self.stream).set_nonblocking(nonblocking)
-        }
-
-        fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-            SockRef::from(&self.stream).set_read_timeout(timeout)
-        }
-
-        fn shutdown(&self) -> io::Result<()> {
-            self.stream.shutdown(std::net::Shutdown::Both)
-        }
-
-        fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-            buf.reserve(max);
-            let spare = &mut buf.spare_capacity_mut()[..max];
-            let n = SockRef::from(&self.stream).recv(spare)?;
-            // SAFETY: `recv` initialised the first `n` bytes of `spare` (socket2 returns
-            // how many bytes the kernel wrote), which start at `buf.len()`.
-            unsafe { buf.set_len(buf.len() + n) };
-            Ok(n)
-        }
-    }
-
-    impl Read for InprocStream {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.stream.read(buf)
-        }
-    }
-
-    impl Write for InprocStream {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.stream.write(buf)
-        }
-
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            self.stream.write_vectored(bufs)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            self.stream.flush()
-        }
-    }
-
-    delegate_source!(InprocStream, stream);
 }
 
 /// Without Unix sockets every call is `Unsupported`; endpoints are still checked first.

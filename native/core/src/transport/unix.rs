@@ -71,6 +71,8 @@ fn path_of(address: &str) -> Option<&str> {
 }
 
 #[cfg(unix)]
+pub(crate) use imp::UnixStream;
+#[cfg(unix)]
 pub use imp::{UnixConnecting, UnixListener};
 
 #[cfg(unix)]
@@ -143,11 +145,10 @@ mod imp {
 
     impl UnixTransport {
         fn connection(&self, stream: mio::net::UnixStream) -> io::Result<Connection> {
-            // Deeper than the default (208 KiB on Linux), as TCP's autotuned buffers are: fewer
-            // wake-ups per megabyte (benchmark/README.md). Capped by the system's maximum.
-            let _ = SockRef::from(&stream).set_send_buffer_size(SOCKET_BUFFER);
-            let _ = SockRef::from(&stream).set_recv_buffer_size(SOCKET_BUFFER);
-            Connection::new(Box::new(UnixStream::new(stream)?), self.max_frame_size)
+            let local = endpoint(stream.local_addr()?.as_pathname());
+            let remote = endpoint(stream.peer_addr()?.as_pathname());
+            let stream = UnixStream::with_endpoints(stream, local, remote);
+            Connection::new(Box::new(stream), self.max_frame_size)
         }
     }
 
@@ -325,7 +326,7 @@ mod imp {
 
     delegate_source!(UnixListener, listener);
 
-    /// A Unix stream that mio can poll.
+    /// A Unix stream that mio can poll (of a listener's connection, or of a socket pair).
     #[derive(Debug)]
     pub(crate) struct UnixStream {
         stream: mio::net::UnixStream,
@@ -334,12 +335,22 @@ mod imp {
     }
 
     impl UnixStream {
-        fn new(stream: mio::net::UnixStream) -> io::Result<Self> {
-            Ok(UnixStream {
-                local: endpoint(stream.local_addr()?.as_pathname()),
-                remote: endpoint(stream.peer_addr()?.as_pathname()),
+        /// A stream named by the transport that made it (the in-process transport's pairs
+        /// are Unix socket pairs too). Asks for deeper socket buffers than the default
+        /// (208 KiB on Linux), as TCP's autotuned ones are: fewer wake-ups per megabyte
+        /// (benchmark/README.md); the system's maximum caps them.
+        pub(crate) fn with_endpoints(
+            stream: mio::net::UnixStream,
+            local: String,
+            remote: String,
+        ) -> Self {
+            let _ = SockRef::from(&stream).set_send_buffer_size(SOCKET_BUFFER);
+            let _ = SockRef::from(&stream).set_recv_buffer_size(SOCKET_BUFFER);
+            UnixStream {
                 stream,
-            })
+                local,
+                remote,
+            }
         }
     }
 

@@ -26,6 +26,7 @@ mod desk;
 mod doorbell;
 mod envelope;
 pub mod error;
+mod frame_error;
 mod incoming;
 mod lobby;
 mod mesh;

@@ -38,7 +38,7 @@
 
 use std::fmt;
 
-use crate::codec::FrameError;
+use crate::frame_error::FrameError;
 
 /// Length of a version 1 frame header: version (2), length (4), checksum (1).
 pub const HEADER_LEN: usize = 7;
@@ -253,7 +253,6 @@ impl Negotiation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{FrameDecoder, Framing, DEFAULT_MAX_FRAME_SIZE};
 
     // The vectors of Splinter's `frame.rs` tests: `read_version_1_zero_length`,
     // `read_version_and_length`, `standard_write`, `fail_checksum`.
@@ -308,90 +307,6 @@ mod tests {
             parse_header(&[0, 0, 0, 5, b'h', b'e', b'l']),
             Err(FrameError::Version { version: 0 })
         );
-    }
-
-    #[test]
-    fn the_decoder_reads_splinters_frames_split_anywhere() {
-        let mut wire = Vec::new();
-        wire.extend_from_slice(&LENGTH_3);
-        wire.extend_from_slice(b"abc");
-        wire.extend_from_slice(&ZERO_LENGTH);
-        wire.extend_from_slice(&LENGTH_2);
-        wire.extend_from_slice(b"de");
-        for a in 0..=wire.len() {
-            for b in a..=wire.len() {
-                let mut decoder =
-                    FrameDecoder::with_framing(DEFAULT_MAX_FRAME_SIZE, Framing::SplinterV1);
-                let mut frames = Vec::new();
-                for part in [&wire[..a], &wire[a..b], &wire[b..]] {
-                    let mut input = part;
-                    while let Some(frame) = decoder.decode(&mut input).unwrap() {
-                        frames.push(frame);
-                    }
-                    assert!(input.is_empty());
-                }
-                assert_eq!(frames, [&b"abc"[..], b"", b"de"], "split at {a}, {b}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_header_fed_byte_by_byte_is_checked_whole() {
-        let mut decoder = FrameDecoder::with_framing(DEFAULT_MAX_FRAME_SIZE, Framing::SplinterV1);
-        for (i, byte) in LENGTH_2_NO_CHECKSUM.iter().enumerate() {
-            assert_eq!(decoder.wanted(), HEADER_LEN - i);
-            let decoded = decoder.decode(&mut &[*byte][..]);
-            match i {
-                6 => assert_eq!(
-                    decoded,
-                    Err(FrameError::Checksum {
-                        expected: 0xfd,
-                        found: 0
-                    })
-                ),
-                _ => assert_eq!(decoded, Ok(None)),
-            }
-        }
-        let mut decoder = FrameDecoder::with_framing(DEFAULT_MAX_FRAME_SIZE, Framing::SplinterV1);
-        for byte in LENGTH_2.iter().chain(b"hi") {
-            let decoded = decoder.decode(&mut &[*byte][..]).unwrap();
-            if let Some(frame) = decoded {
-                assert_eq!(frame, b"hi");
-            }
-        }
-        assert!(!decoder.is_mid_frame());
-    }
-
-    #[test]
-    fn a_length_over_the_maximum_is_refused_after_the_checksum() {
-        let mut decoder = FrameDecoder::with_framing(2, Framing::SplinterV1);
-        assert_eq!(
-            decoder.decode(&mut &LENGTH_3[..]),
-            Err(FrameError::TooLarge { len: 3, max: 2 })
-        );
-    }
-
-    #[test]
-    fn runs_of_splinter_frames_leave_the_decoder_with_raw_headers() {
-        let mut wire = Vec::new();
-        for payload in [&b"ab"[..], b"", b"cde"] {
-            wire.extend_from_slice(&header(payload.len() as u32));
-            wire.extend_from_slice(payload);
-        }
-        // A bad checksum after them: the run stops before it, `decode` refuses it.
-        wire.extend_from_slice(&LENGTH_2_NO_CHECKSUM);
-        let decoder = FrameDecoder::with_framing(DEFAULT_MAX_FRAME_SIZE, Framing::SplinterV1);
-        let mut input = &wire[..];
-        let run = decoder.decode_run(&mut input, 100).unwrap();
-        assert_eq!(run.as_bytes(), b"\0\0\0\x02ab\0\0\0\0\0\0\0\x03cde");
-        assert_eq!((run.len(), run.largest_payload()), (3, 3));
-        assert_eq!(input, LENGTH_2_NO_CHECKSUM);
-        assert!(decoder.decode_run(&mut input, 100).is_none());
-        let mut decoder = decoder;
-        assert!(matches!(
-            decoder.decode(&mut input),
-            Err(FrameError::Checksum { .. })
-        ));
     }
 
     /// Drives two negotiations against each other, the listener's bytes given to the

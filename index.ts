@@ -56,4 +56,15 @@ export type {
   UnixTransportOptions,
 } from './lib/transports'
 export { Incoming, Mesh, MeshLifeCycle, MeshMatrixReceiver, MeshMatrixSender, Outgoing } from './lib/mesh'
-export type { MeshEvents, SendWaitOptions } from './lib/mesh'
+export type {
+  ConnectionStats,
+  DisconnectInfo,
+  MeshEvents,
+  MeshOptions,
+  MeshStats,
+  ReconnectingInfo,
+  SendWaitOptions,
+} from './lib/mesh'
+export type { DialOptions, ReconnectOptions } from './lib/dialer'
+export { channels } from './lib/diagnostics'
+export type { ConnectMessage, DisconnectMessage, ReconnectingMessage, RefusedMessage } from './lib/diagnostics'

@@ -145,6 +145,11 @@ export enum DisconnectErrorKind {
    * they are `unsent`.
    */
   Shutdown = 'Shutdown',
+  /**
+   * Nothing arrived from the peer within the mesh's `idleTimeout`, or the system's TCP
+   * keepalive or user timeout declared the connection dead.
+   */
+  Timeout = 'Timeout',
 }
 
 /** Every error code, by class and kind: stable, for matching. */
@@ -208,6 +213,7 @@ export const codes = {
     Protocol: 'ERR_WIREMESH_DISCONNECT_PROTOCOL',
     IoError: 'ERR_WIREMESH_DISCONNECT_IO_ERROR',
     Shutdown: 'ERR_WIREMESH_DISCONNECT_SHUTDOWN',
+    Timeout: 'ERR_WIREMESH_DISCONNECT_TIMEOUT',
   },
 } as const
 

@@ -72,6 +72,11 @@ export class Inbox {
   #head = 0
   readonly #waiters: RecvWaiter[] = []
   #stopped = false
+
+  /** Envelopes (and notices) taken from the native queue and not yet received. */
+  get buffered(): number {
+    return this.#ready.length - this.#head
+  }
   /** A wake may have come for notices that were behind envelopes not yet handed out. */
   #noticesBehind = false
   #checkQueued = false

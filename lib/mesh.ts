@@ -14,11 +14,15 @@ import type { Buffer } from 'node:buffer'
 import { EventEmitter } from 'node:events'
 
 import * as native from '../binding.js'
-import { checkCount, checkId, checkOptions, checkSignal, checkTimeout, invalidArgType } from './args'
+import { checkCount, checkId, checkOptions, checkSignal, checkString, checkTimeout, invalidArgType } from './args'
+import { publishConnect, publishDisconnect, publishReconnecting } from './diagnostics'
+import { checkDialOptions, Dialer, type DialOptions } from './dialer'
 import { adoptEnvelope, Envelope, envelopeId, envelopePayload, trustedEnvelope } from './envelope'
 import {
   AddError,
   AddErrorKind,
+  ConnectError,
+  ConnectErrorKind,
   DisconnectError,
   DisconnectErrorKind,
   RecvError,
@@ -34,19 +38,47 @@ import { ARMED, endError, Inbox, type Notice, type RecvWaiter, STOPPED } from '.
 import { Outbox } from './outbox'
 import { RoomWaiters } from './room'
 import { systemError } from './system'
-import { Connection, nativeConnection } from './transports'
-import type { PeerCertificate } from './transports'
+import { Connection, MultiTransport, nativeConnection } from './transports'
+import type { PeerCertificate, Transport } from './transports'
 import { forget, onWake, release, retain, type Wakeable } from './waker'
 
 /** Meshes with something pending (a receive, a `sendWait`, a removal), held strongly: a
  * waiting promise may be the only thing left that refers to its mesh, and it must settle. */
 const held = new Set<MeshState>()
 
+/**
+ * Handles that keep the process alive (ref'd, not shut down), held strongly: a running
+ * mesh, like a listening server, is not collected while it may still do something (dial,
+ * reconnect, announce a disconnect to its listeners) just because the program kept no
+ * variable for it. An unref'd handle is held only by the program, and the last one's
+ * collection shuts the mesh down.
+ */
+const running = new Set<Mesh>()
+
 interface Removal {
   removal: native.NativeRemoval
   id: number
   resolve(connection: Connection): void
   reject(error: Error): void
+}
+
+interface Ending {
+  ending: native.NativeEnding | null
+  id: number
+  resolve(): void
+  reject(error: Error): void
+}
+
+/** The endpoints of a connection in the mesh, for `stats`. */
+interface Endpoints {
+  remoteEndpoint: string
+  localEndpoint: string
+}
+
+let multiTransport: MultiTransport | undefined
+/** The transport `dial` uses when given none. */
+function defaultTransport(): Transport {
+  return (multiTransport ??= new MultiTransport())
 }
 
 /** What every handle (clone) of one mesh shares on this thread. */
@@ -58,6 +90,12 @@ class MeshState implements Wakeable {
   readonly inbox: Inbox
   readonly room: RoomWaiters
   readonly removals: Removal[] = []
+  /** Graceful ends under way, until their answer (or their connection's notice). */
+  readonly endings: Ending[] = []
+  /** The dialled ids' diallers, until the id leaves. */
+  readonly dialers = new Map<number, Dialer>()
+  /** The endpoints of the connections in the mesh, by id (as `peerCertificates`). */
+  readonly endpoints = new Map<number, Endpoints>()
   readonly handles = new Set<WeakRef<Mesh>>()
   /** Handles that keep the process alive. */
   refs = 0
@@ -122,6 +160,94 @@ class MeshState implements Wakeable {
     this.inbox.service()
     if (this.room.size !== 0) this.room.service()
     if (this.removals.length !== 0) this.serviceRemovals()
+    if (this.endings.length !== 0) this.serviceEndings()
+  }
+
+  /** The first live handle, for events. */
+  firstHandle(): Mesh | undefined {
+    for (const ref of this.handles) {
+      const mesh = ref.deref()
+      if (mesh !== undefined) return mesh
+    }
+    return undefined
+  }
+
+  /** Emits an event on every live handle. */
+  emit(event: 'connect' | 'reconnecting' | 'disconnect', ...args: unknown[]): void {
+    for (const ref of this.handles) {
+      const mesh = ref.deref()
+      if (mesh === undefined) this.handles.delete(ref)
+      else (mesh.emit as (event: string, ...args: unknown[]) => boolean)(event, ...args)
+    }
+  }
+
+  /** A connection joined under `id`. */
+  joined(id: number, connection: Connection, dialled: boolean, reconnects: number): void {
+    const { remoteEndpoint, localEndpoint } = connection
+    this.endpoints.set(id, { remoteEndpoint, localEndpoint })
+    const certificate = connection.peerCertificate
+    if (certificate !== null) this.peerCertificates.set(id, certificate)
+    const mesh = this.firstHandle()
+    if (mesh !== undefined) publishConnect({ mesh, id, remoteEndpoint, localEndpoint, dialled, reconnects })
+  }
+
+  /** What a dialler needs of the mesh. */
+  readonly dialHost = {
+    attach: (id: number, connection: Connection, redial: boolean): boolean => {
+      const handle = nativeConnection(connection)
+      const status = handle === undefined ? native.AddStatus.Spent : this.native.attach(id, handle, redial)
+      if (status !== 0) connection.disconnect()
+      return status === 0
+    },
+    abandon: (id: number, message: string) => this.native.abandon(id, message),
+    end: (id: number) => {
+      const mesh = this.firstHandle()
+      // The 'disconnect' event says how it went.
+      if (mesh !== undefined) mesh.end(id).catch(() => {})
+    },
+    connected: (id: number, connection: Connection, reconnects: number) => {
+      this.joined(id, connection, true, reconnects)
+      this.emit('connect', id)
+    },
+    reconnecting: (id: number, attempt: number, delay: number, error: Error) => {
+      const mesh = this.firstHandle()
+      if (mesh !== undefined) publishReconnecting({ mesh, id, attempt, delay, error })
+      this.emit('reconnecting', id, { attempt, delay, error })
+    },
+  }
+
+  serviceEndings(): void {
+    let kept = 0
+    for (const waiting of this.endings) {
+      const taken = waiting.ending?.take() ?? null
+      if (taken === null || taken === 'Disconnected') {
+        // No answer yet; or the connection left first, and its notice (which hands back
+        // what it had not written) settles the end.
+        if (taken === 'Disconnected') waiting.ending = null
+        this.endings[kept++] = waiting
+        continue
+      }
+      release()
+      this.unhold()
+      if (taken === 'Finished') waiting.resolve()
+      else waiting.reject(new RemoveError(RemoveErrorKind.NotFound, `no connection with id ${waiting.id}`))
+    }
+    this.endings.length = kept
+  }
+
+  /** Settles the ends waiting on connection `id` with the error of its notice. */
+  failEndings(id: number, error: DisconnectError): void {
+    let kept = 0
+    for (const waiting of this.endings) {
+      if (waiting.id !== id) {
+        this.endings[kept++] = waiting
+        continue
+      }
+      release()
+      this.unhold()
+      waiting.reject(error)
+    }
+    this.endings.length = kept
   }
 
   /** A notice is due: every envelope its connection sent has been taken. */
@@ -141,14 +267,26 @@ class MeshState implements Wakeable {
     }
     this.outbox.forget(id)
     this.peerCertificates.delete(id)
+    this.endpoints.delete(id)
     const error = new DisconnectError(notice.kind as DisconnectErrorKind, notice.message, id, unsent)
+    const dialer = this.dialers.get(id)
+    const willReconnect = notice.parked && dialer !== undefined
+    if (dialer !== undefined && !notice.parked) {
+      this.dialers.delete(id)
+      dialer.stop()
+      // It gave up: the last attempt's error says why.
+      if (dialer.gaveUp && dialer.lastError !== undefined) {
+        Object.defineProperty(error, 'cause', { value: dialer.lastError, configurable: true, writable: true })
+      }
+    }
+    const info: DisconnectInfo = { willReconnect, unacknowledged: notice.unacknowledged ?? null }
+    if (!notice.parked) this.failEndings(id, error)
+    const mesh = this.firstHandle()
+    if (mesh !== undefined) publishDisconnect({ mesh, id, error, ...info })
     // After the continuation of the receive that took the last envelope.
     setImmediate(() => {
-      for (const ref of this.handles) {
-        const mesh = ref.deref()
-        if (mesh === undefined) this.handles.delete(ref)
-        else mesh.emit('disconnect', id, error)
-      }
+      this.emit('disconnect', id, error, info)
+      if (notice.parked) dialer?.dropped(error)
     })
     // Senders waiting for room on it learn now.
     if (this.room.waitsFor(id)) this.room.serviceFor(id)
@@ -177,6 +315,7 @@ class MeshState implements Wakeable {
 
   shutdown(): void {
     if (!this.shutdownCalled) {
+      for (const dialer of this.dialers.values()) dialer.stop()
       this.outbox.flush()
       this.shutdownCalled = true
       // What the connections had not written comes back, in a 'disconnect' of kind
@@ -184,6 +323,8 @@ class MeshState implements Wakeable {
       for (const notice of this.native.shutdown()) this.announce(notice.id, notice)
       // Every connection is closed: none has a peer any more.
       this.peerCertificates.clear()
+      this.endpoints.clear()
+      this.dialers.clear()
       while (this.refs > 0) {
         this.refs--
         release()
@@ -231,10 +372,111 @@ export interface SendWaitOptions {
   signal?: AbortSignal
 }
 
+/** The third argument of a `'disconnect'` event. */
+export interface DisconnectInfo {
+  /**
+   * A dialled id with `reconnect`: it connects again, keeping its id; envelopes sent
+   * meanwhile wait in its queue, and those its connection had not written go first.
+   */
+  willReconnect: boolean
+  /**
+   * Of the envelopes written on the connection, how many the peer's system had not
+   * acknowledged when it ended (at most: counted by whole writes). They may be lost: they
+   * are not sent again. `null` where the system does not tell (TLS; platforms other than
+   * Linux).
+   */
+  unacknowledged: number | null
+}
+
+/** The second argument of a `'reconnecting'` event. */
+export interface ReconnectingInfo {
+  /** The attempt about to be made, counted from 1 since the last connection. */
+  attempt: number
+  /** Milliseconds before it. */
+  delay: number
+  /** Why the connection or the last attempt ended. */
+  error: Error
+}
+
 /** The events of a {@link Mesh}. */
 export interface MeshEvents {
-  disconnect: [id: number, error: DisconnectError]
+  /** A connection left by itself (see {@link DisconnectInfo}). */
+  disconnect: [id: number, error: DisconnectError, info: DisconnectInfo]
+  /** A dialled id has its (next) connection. */
+  connect: [id: number]
+  /** A dialled id waits before its next attempt. */
+  reconnecting: [id: number, info: ReconnectingInfo]
 }
+
+/** Options of {@link Mesh}. */
+export interface MeshOptions {
+  /**
+   * Ends a connection from which nothing arrives for this many milliseconds: a
+   * `'disconnect'` of kind `Timeout`, between the timeout and a quarter more after its
+   * last byte. No frame is sent for it: the peer must speak often enough (or use TCP
+   * keepalive, `keepAlive` of the TCP transport, for peers that may stay quiet).
+   */
+  idleTimeout?: number
+}
+
+/** What {@link Mesh.stats} says of one connection. */
+export interface ConnectionStats {
+  id: number
+  /** `'connecting'` (a dialled id between connections), `'connected'`, or `'ending'` (after `end`). */
+  state: 'connecting' | 'connected' | 'ending'
+  /** Made by `dial`: its counts span its connections. */
+  dialled: boolean
+  /** The peer's endpoint; null while connecting. */
+  remoteEndpoint: string | null
+  localEndpoint: string | null
+  /** The TLS peer certificate's SHA-256 fingerprint, if it presented one. */
+  fingerprint256: string | null
+  /** When its current connection joined; null while connecting. */
+  connectedSince: Date | null
+  /** Frames received (read and decoded, whether or not `recv` took them yet). */
+  framesIn: number
+  /** Bytes read, headers included (for TLS, the plaintext). */
+  bytesIn: number
+  /** Frames written in full. */
+  framesOut: number
+  /** Bytes written, headers included (for TLS, the plaintext). */
+  bytesOut: number
+  /** Frames accepted and not yet written in full (its queue and the reactor's backlog). */
+  queuedFrames: number
+  /** Their bytes, headers included. */
+  queuedBytes: number
+  /** Frames read and held back because the mesh's incoming queue is full. */
+  unreceived: number
+  /**
+   * Reading from this peer is paused: frames it sent wait for room in the mesh's incoming
+   * queue (read and held, or still in the socket while the queue is full). TCP then pushes
+   * back on the peer.
+   */
+  paused: boolean
+}
+
+/** What {@link Mesh.stats} says of the whole mesh. */
+export interface MeshStats {
+  /** Ids in the mesh (connected, connecting, ending). */
+  connections: number
+  connecting: number
+  connected: number
+  ending: number
+  /** Totals over the mesh's life. */
+  framesIn: number
+  bytesIn: number
+  framesOut: number
+  bytesOut: number
+  /** Frames accepted and not yet written, over every connection, and their bytes. */
+  queuedFrames: number
+  queuedBytes: number
+  /** Frames read and held back for room in the incoming queue. */
+  unreceived: number
+  /** Envelopes in the incoming queue, not yet received. */
+  incoming: number
+}
+
+const STATES = ['connecting', 'connected', 'ending'] as const
 
 /** The envelope `value` is, or a `TypeError`. */
 function envelopeArgument(value: unknown): Envelope {
@@ -261,19 +503,24 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
    * @param incomingCapacity envelopes the incoming queue holds (an integer >= 1).
    * @param outgoingCapacity envelopes each connection's outgoing queue holds (an integer >= 1).
    */
-  constructor(incomingCapacity: number, outgoingCapacity: number)
+  constructor(incomingCapacity: number, outgoingCapacity: number, options?: MeshOptions)
   /** @internal */
-  constructor(incomingCapacity: number | MeshState, outgoingCapacity?: number)
-  constructor(incomingCapacity: number | MeshState, outgoingCapacity?: number) {
+  constructor(incomingCapacity: number | MeshState, outgoingCapacity?: number, options?: MeshOptions)
+  constructor(incomingCapacity: number | MeshState, outgoingCapacity?: number, options?: MeshOptions) {
     super()
     if (incomingCapacity instanceof MeshState) {
       this.#state = incomingCapacity
     } else {
       const incoming = checkCount(incomingCapacity, 'incomingCapacity', 1, 0xffff_ffff)
       const outgoing = checkCount(outgoingCapacity, 'outgoingCapacity', 1, 0xffff_ffff)
+      const { idleTimeout } = checkOptions<MeshOptions>(options)
+      if (idleTimeout !== undefined) {
+        checkTimeout(idleTimeout, 'options.idleTimeout')
+        if (idleTimeout === 0) throw new RangeError('options.idleTimeout must be longer than 0 ms')
+      }
       let handle: native.NativeMesh
       try {
-        handle = new native.NativeMesh(incoming, outgoing)
+        handle = new native.NativeMesh(incoming, outgoing, idleTimeout)
       } catch (error) {
         // Out of descriptors or threads: a Node-style system error (`code: 'EMFILE'`).
         throw systemError(error, 'mesh')
@@ -283,6 +530,7 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     this.#state.handles.add(new WeakRef(this))
     if (!this.#state.shutdownCalled) {
       this.#state.refs++
+      running.add(this)
       retain()
       finalizer.register(this, { state: this.#state, refed: this.#refed })
     } else {
@@ -296,8 +544,7 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     if (handle === undefined) throw invalidArgType('connection', 'a Connection', connection)
     const id = this.#state.native.add(handle)
     if (id >= 0) {
-      const certificate = connection.peerCertificate
-      if (certificate !== null) this.#state.peerCertificates.set(id, certificate)
+      this.#state.joined(id, connection, false, 0)
       return id
     }
     if (id === native.AddStatus.Spent) {
@@ -325,6 +572,14 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     state.outbox.flush()
     state.outbox.forget(id)
     state.peerCertificates.delete(id)
+    state.endpoints.delete(id)
+    const dialer = state.dialers.get(id)
+    if (dialer !== undefined) {
+      // A dialled id that waits for a connection leaves with a 'disconnect' that hands
+      // back what waits for it; this rejects with NotFound.
+      dialer.stop()
+      state.dialers.delete(id)
+    }
     const removal = state.native.beginRemove(id)
     if (removal === null)
       return Promise.reject(new RemoveError(RemoveErrorKind.NotFound, `no connection with id ${id}`))
@@ -333,6 +588,161 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
       state.hold()
       retain()
     })
+  }
+
+  /**
+   * Dials `endpoint` and returns the id at once; the mesh connects in the background
+   * (through `options.transport`). Sends to the id are queued (up to `outgoingCapacity`;
+   * `Full` beyond) until it connects. With `options.reconnect`, a connection that ends is
+   * replaced under the same id, after a backoff with jitter: `'disconnect'` says
+   * `willReconnect`, `'reconnecting'` announces each wait, `'connect'` each connection.
+   *
+   * Delivery across a reconnect: envelopes accepted and not yet written when a connection
+   * ends go out first, in order, on the next one, and are never written twice. Envelopes
+   * written to the lost connection are not sent again: the peer got them unless the
+   * connection failed before its system acknowledged them; `'disconnect'`'s
+   * `info.unacknowledged` counts those (at most). For end-to-end delivery, acknowledge in
+   * your protocol.
+   *
+   * Without `reconnect`, one attempt: if it fails, or when the connection ends, the id
+   * leaves with a `'disconnect'` that hands back what waited for it (kind `IoError` with
+   * the attempt's error as `cause`, for a dial that never connected). Throws `ConnectError`
+   * kind `InvalidEndpoint` for an endpoint the transport does not take, `AddError` kind
+   * `Shutdown` once shut down.
+   */
+  dial(endpoint: string, options?: DialOptions): number {
+    checkString(endpoint, 'endpoint')
+    const checked = checkDialOptions(options, defaultTransport)
+    if (!checked.transport.accepts(endpoint)) {
+      throw new ConnectError(ConnectErrorKind.InvalidEndpoint, `the transport does not take the endpoint ${endpoint}`)
+    }
+    const state = this.#state
+    const id = state.shutdownCalled ? -1 : state.native.reserve(checked.maxFrameSize)
+    if (id < 0) throw new AddError(AddErrorKind.Shutdown, 'the mesh has shut down')
+    const dialer = new Dialer(state.dialHost, id, endpoint, checked)
+    state.dialers.set(id, dialer)
+    dialer.start()
+    return id
+  }
+
+  /**
+   * Ends connection `id` gracefully: sends to it are refused from now on (`Disconnected`),
+   * what was queued before is written, then the write side is closed (FIN; TLS sends
+   * `close_notify` first) and the promise resolves. The peer reads every envelope, then
+   * the end of the stream. The connection still receives until the peer closes its side,
+   * then leaves with a `'disconnect'` of kind `Eof` (or `Timeout`, with `idleTimeout`).
+   *
+   * Rejects with the `DisconnectError` of its `'disconnect'` if the connection fails first
+   * (what it had not written is in `error.unsent`), and with `RemoveError` kind `NotFound`
+   * for an id not in the mesh. A dialled id stops reconnecting; one that has no
+   * connection leaves at once, handing back what waited for it.
+   */
+  end(id: number): Promise<void> {
+    try {
+      checkId(id)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    const state = this.#state
+    state.outbox.flush()
+    const dialer = state.dialers.get(id)
+    dialer?.stop()
+    const ending = state.native.beginEnd(id)
+    // Its queue is closed now: the next send asks native code, which refuses it.
+    state.outbox.forget(id)
+    if (ending === null) return Promise.reject(new RemoveError(RemoveErrorKind.NotFound, `no connection with id ${id}`))
+    return new Promise((resolve, reject) => {
+      state.endings.push({ ending, id, resolve, reject })
+      state.hold()
+      retain()
+    })
+  }
+
+  /**
+   * Ends every connection gracefully (as `end`), waits until each has written what was
+   * queued, then shuts the mesh down. Rejects, after the shutdown, with an `AggregateError`
+   * of the ends that failed (each `DisconnectError` hands back what it had not written).
+   */
+  async close(): Promise<void> {
+    const state = this.#state
+    if (state.shutdownCalled) return
+    for (const dialer of state.dialers.values()) dialer.stop()
+    const ends = this.ids().map((id) => this.end(id))
+    const settled = await Promise.allSettled(ends)
+    this.shutdown()
+    const failed = settled
+      .filter((result): result is PromiseRejectedResult => result.status === 'rejected')
+      .map((result) => result.reason as Error)
+      .filter((error) => !(error instanceof RemoveError))
+    if (failed.length > 0)
+      throw new AggregateError(failed, `${failed.length} connection(s) failed before they were ended`)
+  }
+
+  /** How many connections the mesh has (dialled ids between connections included). */
+  get size(): number {
+    return this.#state.shutdownCalled ? 0 : this.#state.native.size
+  }
+
+  /** The ids of the mesh's connections, ascending. */
+  ids(): number[] {
+    return this.#state.shutdownCalled ? [] : this.#state.native.ids()
+  }
+
+  /**
+   * What connection `id` has carried and what waits in it (null for an id not in the
+   * mesh); without an id, the totals of the mesh. One native call; the counters are kept
+   * by the reactor as it works, each exact as of a moment ago.
+   */
+  stats(): MeshStats
+  stats(id: number): ConnectionStats | null
+  stats(id?: number): ConnectionStats | MeshStats | null {
+    const state = this.#state
+    if (id === undefined) {
+      // Sends of this turn are counted as queued.
+      if (!state.shutdownCalled) state.outbox.flush()
+      const values = state.shutdownCalled ? null : state.native.totals()
+      const at = (i: number) => (values === null ? 0 : (values[i] as number))
+      return {
+        connections: at(8),
+        connecting: at(9),
+        connected: at(10),
+        ending: at(11),
+        framesIn: at(0),
+        bytesIn: at(1),
+        framesOut: at(2),
+        bytesOut: at(3),
+        queuedFrames: at(12) + at(4),
+        queuedBytes: at(13) + at(5),
+        unreceived: at(6),
+        incoming: at(7) + state.inbox.buffered,
+      }
+    }
+    checkId(id)
+    if (state.shutdownCalled) return null
+    // Sends of this turn are counted as queued.
+    state.outbox.flush()
+    const values = state.native.stats(id)
+    if (values === null) return null
+    const endpoints = state.endpoints.get(id)
+    const since = values[2] as number
+    const unreceived = values[9] as number
+    return {
+      id,
+      state: STATES[values[0] as number] ?? 'connected',
+      dialled: values[1] === 1,
+      remoteEndpoint: endpoints?.remoteEndpoint ?? null,
+      localEndpoint: endpoints?.localEndpoint ?? null,
+      fingerprint256: state.peerCertificates.get(id)?.fingerprint256 ?? null,
+      connectedSince: since === 0 ? null : new Date(since),
+      framesIn: values[3] as number,
+      bytesIn: values[4] as number,
+      framesOut: values[5] as number,
+      bytesOut: values[6] as number,
+      queuedFrames: (values[10] as number) + (values[7] as number),
+      queuedBytes: (values[11] as number) + (values[8] as number),
+      unreceived,
+      paused: values[12] === 1,
+    }
   }
 
   /**
@@ -498,6 +908,10 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
    */
   shutdown(): void {
     this.#refed.value = false
+    for (const ref of this.#state.handles) {
+      const handle = ref.deref()
+      if (handle !== undefined) running.delete(handle)
+    }
     this.#state.shutdown()
     // The reactor is joined: no wake will come for this mesh again.
     forget(this.#state.key)
@@ -508,6 +922,7 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     if (!this.#refed.value && !this.#state.shutdownCalled) {
       this.#refed.value = true
       this.#state.refs++
+      running.add(this)
       retain()
     }
     return this
@@ -518,6 +933,7 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
     if (this.#refed.value && !this.#state.shutdownCalled) {
       this.#refed.value = false
       this.#state.refs--
+      running.delete(this)
       release()
     }
     return this

@@ -36,6 +36,7 @@ import {
   SendError,
   SendErrorKind,
 } from './errors'
+import { publishRefused } from './diagnostics'
 import { abandon, completion, isFailure, nativeTimeout } from './lobby'
 
 /** The largest maximum frame size: 4 GiB - 1. */
@@ -407,8 +408,12 @@ export class Listener implements AsyncIterable<Connection> {
         // would close its socket under it.
         held(listener)
         if (done.failure) {
-          if (done.failure.kind === AcceptErrorKind.Tls) this.#refusedTls++
-          throw new AcceptError(done.failure.kind as AcceptErrorKind, done.failure.message)
+          const error = new AcceptError(done.failure.kind as AcceptErrorKind, done.failure.message)
+          if (done.failure.kind === AcceptErrorKind.Tls) {
+            this.#refusedTls++
+            publishRefused({ side: 'accept', endpoint: this.endpoint, error })
+          }
+          throw error
         }
         return new Connection(done.connection as native.NativeConnection)
       },

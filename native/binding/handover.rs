@@ -44,11 +44,16 @@ pub fn set_shared_limit(limit: u32) {
 pub struct DisconnectNotice {
     /// The connection's id.
     pub id: f64,
-    /// `Eof`, `EofMidFrame`, `Protocol`, `IoError` or `Shutdown`.
+    /// `Eof`, `EofMidFrame`, `Protocol`, `IoError`, `Shutdown` or `Timeout`.
     pub kind: String,
     pub message: String,
     /// The payloads it had not sent, oldest first.
     pub unsent: Vec<Buffer>,
+    /// A dialled id that waits for its next connection (what it had not written stays
+    /// queued for it).
+    pub parked: bool,
+    /// Frames written that the peer's system had not acknowledged (at most), where known.
+    pub unacknowledged: Option<f64>,
 }
 
 impl From<Disconnect> for DisconnectNotice {
@@ -59,6 +64,7 @@ impl From<Disconnect> for DisconnectNotice {
             DisconnectReason::Protocol(_) => "Protocol",
             DisconnectReason::Io(_) => "IoError",
             DisconnectReason::Shutdown => "Shutdown",
+            DisconnectReason::Timeout => "Timeout",
         };
         DisconnectNotice {
             id: notice.id as f64,
@@ -69,6 +75,8 @@ impl From<Disconnect> for DisconnectNotice {
                 .into_iter()
                 .map(|envelope| envelope.into_parts().1.into())
                 .collect(),
+            parked: notice.parked,
+            unacknowledged: notice.unacknowledged.map(|frames| frames as f64),
         }
     }
 }

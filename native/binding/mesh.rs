@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use wiremesh_core::{BatchError, Mesh, Notified, Removal, SendError};
+use wiremesh_core::counters::{CounterValues, Phase};
+use wiremesh_core::{
+    BatchError, DisconnectReason, Ended, Ending, Mesh, MeshOptions, Notified, Removal, SendError,
+};
 
 use crate::env;
 use crate::handover::{hand_over, meta_room, DisconnectNotice, Handed};
@@ -78,18 +81,27 @@ pub struct NativeMesh {
 
 #[napi]
 impl NativeMesh {
-    /// Starts a mesh whose reactor wakes this environment for it. Capacities are checked
-    /// by the package; 0 is refused here too.
+    /// Starts a mesh whose reactor wakes this environment for it, and ends connections
+    /// silent for `idleTimeout` milliseconds (if given). Capacities and the timeout are
+    /// checked by the package; 0 is refused here too.
     #[napi(constructor)]
-    pub fn new(incoming_capacity: u32, outgoing_capacity: u32) -> Result<Self> {
+    pub fn new(
+        incoming_capacity: u32,
+        outgoing_capacity: u32,
+        idle_timeout: Option<f64>,
+    ) -> Result<Self> {
         let state = env::current()?;
         let waker = state.waker.clone();
         let mark = waker.mark();
         let key = mark.key;
-        let mesh = Mesh::with_notify(
+        let options = MeshOptions {
+            notify: Some(Arc::new(move || waker.wake(&mark))),
+            idle_timeout: idle_timeout.map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0)),
+        };
+        let mesh = Mesh::with_options(
             incoming_capacity as usize,
             outgoing_capacity as usize,
-            Arc::new(move || waker.wake(&mark)),
+            options,
         )
         .map_err(|err| Error::new(Status::GenericFailure, err.to_string()))?;
         let weak = mesh.downgrade();
@@ -122,6 +134,105 @@ impl NativeMesh {
                 AddStatus::Shutdown as i32 as f64
             }
         }
+    }
+
+    /// Makes an id for a dialled peer: queued sends wait for its connection. -2
+    /// ([`AddStatus::Shutdown`]) once shut down.
+    #[napi]
+    pub fn reserve(&self, max_frame_size: u32) -> f64 {
+        match self.mesh.reserve(max_frame_size) {
+            Some(id) => id as f64,
+            None => AddStatus::Shutdown as i32 as f64,
+        }
+    }
+
+    /// Gives reserved id `id` its (next) connection: 0, or an [`AddStatus`]. With
+    /// `redial`, the id waits for another connection when this one ends.
+    #[napi]
+    pub fn attach(&self, id: f64, connection: &NativeConnection, redial: bool) -> i32 {
+        let taken = match connection.take_for_mesh() {
+            Ok(taken) => taken,
+            Err(Refusal::Spent) => return AddStatus::Spent as i32,
+            Err(Refusal::Busy) => return AddStatus::Busy as i32,
+        };
+        match self.mesh.attach(id as usize, taken, redial) {
+            Ok(()) => 0,
+            Err(wiremesh_core::AddError::Shutdown(refused)) => {
+                connection.give_back(*refused);
+                AddStatus::Shutdown as i32
+            }
+        }
+    }
+
+    /// A reserved id that waits for a connection gives up: its notice (kind `IoError`,
+    /// with `message`) hands back what was queued for it.
+    #[napi]
+    pub fn abandon(&self, id: f64, message: String) {
+        let why = std::io::Error::new(std::io::ErrorKind::NotConnected, message);
+        self.mesh.abandon(id as usize, DisconnectReason::Io(why));
+    }
+
+    /// Starts ending a connection gracefully: `null` if no connection has the id.
+    #[napi]
+    pub fn begin_end(&self, id: f64) -> Option<NativeEnding> {
+        let ending = self.notified.begin_end(id as usize).ok()?;
+        Some(NativeEnding { ending })
+    }
+
+    /// The ids in the mesh, ascending.
+    #[napi]
+    pub fn ids(&self) -> Vec<f64> {
+        self.mesh.ids().into_iter().map(|id| id as f64).collect()
+    }
+
+    /// How many ids the mesh has.
+    #[napi(getter)]
+    pub fn size(&self) -> u32 {
+        self.mesh.len() as u32
+    }
+
+    /// Connection `id`'s stats as numbers, in the order `STATS_FIELDS` of the package
+    /// names them, or `null` for an id not in the mesh: phase (0 connecting, 1 connected,
+    /// 2 ending), dialled (0/1), connected since (ms since the epoch, 0 if not
+    /// connected), then the counters (see [`counters`]), then queued frames and bytes,
+    /// then paused (0/1).
+    #[napi]
+    pub fn stats(&self, id: f64) -> Option<Vec<f64>> {
+        let stats = self.mesh.stats(id as usize)?;
+        let mut out = vec![
+            phase_number(stats.phase),
+            stats.dialled as u8 as f64,
+            stats.connected_since.unwrap_or(0) as f64,
+        ];
+        counters(&stats.counters, &mut out);
+        out.extend([
+            stats.queued_frames as f64,
+            stats.queued_bytes as f64,
+            stats.paused as u8 as f64,
+        ]);
+        Some(out)
+    }
+
+    /// The mesh's totals as numbers: the counters (see [`counters`]), then incoming,
+    /// connections, connecting, connected, ending, queued frames, queued bytes.
+    #[napi]
+    pub fn totals(&self) -> Vec<f64> {
+        let totals = self.mesh.totals();
+        let mut out = Vec::with_capacity(14);
+        counters(&totals.counters, &mut out);
+        out.extend(
+            [
+                totals.incoming,
+                totals.connections,
+                totals.connecting,
+                totals.connected,
+                totals.ending,
+                totals.queued_frames,
+                totals.queued_bytes,
+            ]
+            .map(|value| value as f64),
+        );
+        out
     }
 
     /// The hot-path handle of this mesh.
@@ -174,6 +285,55 @@ impl NativeMesh {
     #[napi]
     pub fn is_shutdown(&self) -> bool {
         self.mesh.is_shutdown()
+    }
+}
+
+fn phase_number(phase: Phase) -> f64 {
+    match phase {
+        Phase::Connecting => 0.0,
+        Phase::Connected => 1.0,
+        Phase::Ending => 2.0,
+    }
+}
+
+/// Appends frames in, bytes in, frames out, bytes out, backlog frames, backlog bytes and
+/// unreceived frames.
+fn counters(values: &CounterValues, out: &mut Vec<f64>) {
+    out.extend(
+        [
+            values.frames_in,
+            values.bytes_in,
+            values.frames_out,
+            values.bytes_out,
+            values.backlog_frames,
+            values.backlog_bytes,
+            values.unreceived,
+        ]
+        .map(|value| value as f64),
+    );
+}
+
+/// A connection being ended gracefully.
+#[napi]
+pub struct NativeEnding {
+    ending: Ending,
+}
+
+#[napi]
+impl NativeEnding {
+    /// `Finished` (written, write side closed), `Disconnected` (it left first: its notice
+    /// says why), `NotFound`, or `null` while the answer has not come.
+    #[napi]
+    pub fn take(&self) -> Option<String> {
+        let ended = self.ending.try_take()?;
+        Some(
+            match ended {
+                Ended::Finished => "Finished",
+                Ended::Disconnected => "Disconnected",
+                Ended::NotFound => "NotFound",
+            }
+            .into(),
+        )
     }
 }
 

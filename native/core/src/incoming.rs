@@ -96,6 +96,17 @@ pub struct Disconnect {
     pub reason: DisconnectReason,
     /// Envelopes queued for it that were not fully written, oldest first.
     pub unsent: Vec<Envelope>,
+    /// The id is dialled and waits for its next connection ([`Mesh::attach`]): what was
+    /// not written stays queued for it (`unsent` is empty), and sends are still accepted.
+    ///
+    /// [`Mesh::attach`]: crate::Mesh::attach
+    pub parked: bool,
+    /// Frames written on the connection that the peer's system had not acknowledged when
+    /// it ended (at most; see [`Connection::unacknowledged`]): they may be lost. `None`
+    /// where the system cannot tell.
+    ///
+    /// [`Connection::unacknowledged`]: crate::Connection::unacknowledged
+    pub unacknowledged: Option<u64>,
 }
 
 /// An item of the incoming stream.
@@ -461,6 +472,8 @@ mod tests {
 
     fn notice(id: usize) -> Disconnect {
         Disconnect {
+            parked: false,
+            unacknowledged: None,
             id,
             reason: DisconnectReason::Eof,
             unsent: Vec::new(),

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod counters;
 mod desk;
 mod doorbell;
 mod envelope;
@@ -44,8 +45,11 @@ pub use error::{
 };
 pub use incoming::{Delivery, Disconnect, Received};
 pub use lobby::{Done, Handed, ListenerId, Lobby, OperationId};
-pub use mesh::{Disconnects, Incoming, Mesh, Notified, Outgoing, Removal, WeakMesh};
-pub use reactor::{Notify, QUANTUM};
+pub use mesh::{
+    ConnectionStats, Disconnects, Ending, Incoming, Mesh, MeshOptions, MeshStats, Notified,
+    Outgoing, Removal, WeakMesh,
+};
+pub use reactor::{Ended, Notify, QUANTUM};
 pub use transport::{
     Connecting, Connection, InprocTransport, Listener, Stream, TcpTransport, TlsOptions,
     TlsOptionsError, TlsTransport, Transport, UnixTransport,

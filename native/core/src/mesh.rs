@@ -47,6 +47,7 @@ use crossbeam_queue::ArrayQueue;
 use rustc_hash::FxBuildHasher;
 
 use crate::codec::{self, EncodedFrames};
+use crate::counters::{CounterValues, Counters, Phase, Slot};
 use crate::desk::Desk;
 use crate::doorbell::Doorbell;
 use crate::envelope::Envelope;
@@ -56,10 +57,11 @@ use crate::error::{
 };
 use crate::incoming::{self, Disconnect, Outlet, Received, Taken, Wait, Waited};
 use crate::outgoing::{OutgoingQueue, PushError};
-use crate::reactor::{self, Command, Direct, Notify, State, Wire};
-use crate::transport::Connection;
+use crate::reactor::{self, Command, Direct, Ended, Notify, State, Wire};
+use crate::transport::{Connection, DisconnectReason};
 
 type Queues = papaya::HashMap<usize, Arc<OutgoingQueue>, FxBuildHasher>;
+type Slots = papaya::HashMap<usize, Arc<Slot>, FxBuildHasher>;
 
 /// A connection reactor: sends to and receives from many connections in a background
 /// thread.
@@ -98,7 +100,12 @@ struct Shared {
     desk: Arc<Desk<State>>,
     commands: Sender<Command>,
     queues: Queues,
+    /// What the stats tell of each id in `queues` (inserted before and removed after its
+    /// queue).
+    slots: Slots,
+    totals: Arc<Counters>,
     next_id: AtomicUsize,
+    incoming_capacity: usize,
     outgoing_capacity: usize,
     shutdown: AtomicBool,
     /// Notices the blocking receives passed by.
@@ -121,7 +128,7 @@ impl Mesh {
     /// connections each queue up to `outgoing_capacity` outgoing frames. Both must be at
     /// least 1 (`InvalidInput` otherwise). Starts the reactor thread.
     pub fn new(incoming_capacity: usize, outgoing_capacity: usize) -> io::Result<Self> {
-        Self::build(incoming_capacity, outgoing_capacity, None)
+        Self::with_options(incoming_capacity, outgoing_capacity, MeshOptions::default())
     }
 
     /// Like [`new`](Self::new), with a hook that wakes a consumer waiting in an event loop
@@ -131,14 +138,29 @@ impl Mesh {
         outgoing_capacity: usize,
         notify: Notify,
     ) -> io::Result<Self> {
-        Self::build(incoming_capacity, outgoing_capacity, Some(notify))
+        let options = MeshOptions {
+            notify: Some(notify),
+            ..MeshOptions::default()
+        };
+        Self::with_options(incoming_capacity, outgoing_capacity, options)
     }
 
-    fn build(
+    /// Like [`new`](Self::new), with [`MeshOptions`].
+    pub fn with_options(
         incoming_capacity: usize,
         outgoing_capacity: usize,
-        notify: Option<Notify>,
+        options: MeshOptions,
     ) -> io::Result<Self> {
+        let MeshOptions {
+            notify,
+            idle_timeout,
+        } = options;
+        if idle_timeout == Some(Duration::ZERO) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the idle timeout must be longer than zero",
+            ));
+        }
         if incoming_capacity == 0 || outgoing_capacity == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -146,7 +168,8 @@ impl Mesh {
             ));
         }
         let (inlet, outlet) = incoming::stream(incoming_capacity);
-        let reactor = reactor::start(inlet, notify)?;
+        let totals = Counters::new();
+        let reactor = reactor::start(inlet, notify, totals.clone(), idle_timeout)?;
         let thread = ArrayQueue::new(1);
         let _ = thread.push(reactor.thread);
         let shared = Arc::new(Shared {
@@ -154,7 +177,10 @@ impl Mesh {
             desk: reactor.desk,
             commands: reactor.commands,
             queues: Queues::default(),
+            slots: Slots::default(),
+            totals,
             next_id: AtomicUsize::new(1),
+            incoming_capacity,
             outgoing_capacity,
             shutdown: AtomicBool::new(false),
             notices: crossbeam_channel::unbounded(),
@@ -183,14 +209,18 @@ impl Mesh {
             shared.outgoing_capacity,
             connection.max_frame_size(),
         ));
+        let slot = Slot::new(connection.counters().clone(), false);
+        shared.slots.pin().insert(id, slot.clone());
         shared.queues.pin().insert(id, queue.clone());
         let command = Command::Add {
             id,
             connection: Box::new(connection),
             queue: queue.clone(),
+            slot,
         };
         if let Err(crossbeam_channel::SendError(command)) = shared.commands.send(command) {
             shared.queues.pin().remove(&id);
+            shared.slots.pin().remove(&id);
             let Command::Add { connection, .. } = command else {
                 unreachable!("sent an Add")
             };
@@ -206,6 +236,172 @@ impl Mesh {
         Ok(id)
     }
 
+    /// Makes an id for a connection to come (a dialled peer): sends to it are queued (up to
+    /// the outgoing capacity) until [`attach`](Self::attach) gives it a connection, and
+    /// go out first on it. `None` once the mesh has shut down.
+    pub fn reserve(&self, max_frame_size: u32) -> Option<usize> {
+        let shared = self.shared();
+        if self.is_shutdown() {
+            return None;
+        }
+        let id = shared.next_id.fetch_add(1, SeqCst);
+        let queue = Arc::new(OutgoingQueue::new(shared.outgoing_capacity, max_frame_size));
+        let slot = Slot::new(Counters::new(), true);
+        shared.slots.pin().insert(id, slot.clone());
+        shared.queues.pin().insert(id, queue.clone());
+        let command = Command::Reserve {
+            id,
+            queue: queue.clone(),
+            slot,
+        };
+        if shared.commands.send(command).is_err() || shared.doorbell.is_stopped() {
+            queue.close();
+        }
+        let _ = shared.doorbell.ring();
+        Some(id)
+    }
+
+    /// Gives a reserved id its (next) connection; what waits for the id goes out on it
+    /// first. With `redial`, the id waits for another connection when this one ends (its
+    /// notice has [`Disconnect::parked`]); without, it leaves as any connection does. A
+    /// connection for an id that no longer waits (it was abandoned, ended or removed) is
+    /// closed. Fails only if the mesh has shut down, handing the connection back.
+    pub fn attach(&self, id: usize, connection: Connection, redial: bool) -> Result<(), AddError> {
+        let shared = self.shared();
+        if self.is_shutdown() {
+            return Err(AddError::Shutdown(Box::new(connection)));
+        }
+        let command = Command::Attach {
+            id,
+            connection: Box::new(connection),
+            redial,
+        };
+        if let Err(crossbeam_channel::SendError(command)) = shared.commands.send(command) {
+            let Command::Attach { connection, .. } = command else {
+                unreachable!("sent an Attach")
+            };
+            return Err(AddError::Shutdown(connection));
+        }
+        let _ = shared.doorbell.ring();
+        Ok(())
+    }
+
+    /// A reserved id that waits for a connection gives up: it leaves with `reason`, and
+    /// its notice hands back what was queued for it. (One that has a connection only
+    /// stops redialling.)
+    pub fn abandon(&self, id: usize, reason: DisconnectReason) {
+        let shared = self.shared();
+        if shared
+            .commands
+            .send(Command::Abandon { id, reason })
+            .is_ok()
+        {
+            let _ = shared.doorbell.ring();
+        }
+    }
+
+    /// Ends a connection gracefully: sends to it are refused from now on (`Disconnected`),
+    /// everything queued before is written, then the write side is closed (FIN; for TLS,
+    /// `close_notify` first), and the peer reads the end of the stream after the last
+    /// frame. The connection stays in the mesh, its frames received, until the peer
+    /// closes its side (its notice then, as usual). Waits for the answer; an event loop
+    /// uses [`Notified::begin_end`].
+    pub fn end(&self, id: usize) -> Result<Ended, RemoveError> {
+        Ok(self.begin_end(id)?.wait())
+    }
+
+    fn begin_end(&self, id: usize) -> Result<Ending, RemoveError> {
+        let shared = self.shared();
+        match shared.queues.pin().get(&id) {
+            // Sends after this call are refused at once (the reactor closes it too, and
+            // writes what was queued before).
+            Some(queue) => queue.close(),
+            None => return Err(RemoveError::NotFound(id)),
+        }
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let command = Command::End {
+            id,
+            reply: reply_tx,
+        };
+        if shared.commands.send(command).is_err() {
+            return Err(RemoveError::NotFound(id));
+        }
+        let _ = shared.doorbell.ring();
+        Ok(Ending {
+            id,
+            reply: reply_rx,
+        })
+    }
+
+    /// The ids in the mesh, ascending: connected, waiting for a connection (dialled),
+    /// ending, and those that left and whose notice has not been taken yet.
+    pub fn ids(&self) -> Vec<usize> {
+        let mut ids: Vec<usize> = self.shared().slots.pin().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many ids [`ids`](Self::ids) would list.
+    pub fn len(&self) -> usize {
+        self.shared().slots.len()
+    }
+
+    /// True if the mesh has no connection.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What connection `id` has carried and what waits for it; `None` for an id not in
+    /// the mesh.
+    pub fn stats(&self, id: usize) -> Option<ConnectionStats> {
+        let shared = self.shared();
+        let slot = shared.slots.pin().get(&id)?.clone();
+        let (queued_frames, queued_bytes) = match shared.queues.pin().get(&id) {
+            Some(queue) => (queue.len(), queue.bytes()),
+            None => (0, 0),
+        };
+        let counters = slot.counters().values();
+        let full = self.incoming.len() >= shared.incoming_capacity;
+        Some(ConnectionStats {
+            phase: slot.phase(),
+            dialled: slot.is_dialled(),
+            connected_since: slot.connected_since(),
+            paused: counters.unreceived > 0 || (counters.readable && full),
+            counters,
+            queued_frames: queued_frames as u64,
+            queued_bytes: queued_bytes as u64,
+        })
+    }
+
+    /// Totals over the mesh's life, and what waits now.
+    pub fn totals(&self) -> MeshStats {
+        let shared = self.shared();
+        let mut stats = MeshStats {
+            counters: shared.totals.values(),
+            incoming: self.incoming.len() as u64,
+            ..MeshStats::default()
+        };
+        let slots = shared.slots.pin();
+        let queues = shared.queues.pin();
+        for (id, slot) in slots.iter() {
+            stats.connections += 1;
+            match slot.phase() {
+                Phase::Connecting => stats.connecting += 1,
+                Phase::Connected => stats.connected += 1,
+                Phase::Ending => stats.ending += 1,
+            }
+            let waiting = slot.counters().values();
+            stats.counters.backlog_frames += waiting.backlog_frames;
+            stats.counters.backlog_bytes += waiting.backlog_bytes;
+            stats.counters.unreceived += waiting.unreceived;
+            if let Some(queue) = queues.get(id) {
+                stats.queued_frames += queue.len() as u64;
+                stats.queued_bytes += queue.bytes() as u64;
+            }
+        }
+        stats
+    }
+
     /// Takes a connection out of the mesh and hands it back, with its framing state (see
     /// the module doc). Waits for the reactor's answer (briefly: it never blocks); an
     /// event loop uses [`Notified::begin_remove`] instead.
@@ -218,6 +414,7 @@ impl Mesh {
         if shared.queues.pin().remove(&id).is_none() {
             return Err(RemoveError::NotFound(id));
         }
+        shared.slots.pin().remove(&id);
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         let command = Command::Remove {
             id,
@@ -490,11 +687,15 @@ impl Shared {
 
     /// Forgets a connection the reactor has removed (its notice was taken).
     fn retire(&self, id: usize) {
-        // Only if it is closed: a remove() may have retired the id already.
-        let _ = self
+        // Only if it is closed: a remove() may have retired the id already, and a dialled
+        // id that waits for its next connection stays.
+        if let Ok(Some(_)) = self
             .queues
             .pin()
-            .remove_if(&id, |_, queue| queue.is_closed());
+            .remove_if(&id, |_, queue| queue.is_closed())
+        {
+            self.slots.pin().remove(&id);
+        }
     }
 }
 
@@ -526,6 +727,98 @@ fn send_to(
         Ok(true) => doorbell.schedule(id).map_err(SendError::Io),
         Err(PushError::Full(payload)) => Err(SendError::Full(Envelope::new(id, payload))),
         Err(PushError::Closed(payload)) => Err(SendError::Disconnected(Envelope::new(id, payload))),
+    }
+}
+
+/// Options of [`Mesh::with_options`].
+#[derive(Default)]
+pub struct MeshOptions {
+    /// Wakes a consumer that waits in an event loop (see [`Mesh::with_notify`]).
+    pub notify: Option<Notify>,
+    /// Ends a connection from which nothing arrives for this long (a disconnect of reason
+    /// [`DisconnectReason::Timeout`]), between the timeout and a quarter more after the
+    /// last read. Checked on the reactor's own clock: no frame is sent for it.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for MeshOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshOptions")
+            .field("notify", &self.notify.is_some())
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+/// What one connection of a mesh has carried ([`Mesh::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Where its connection is.
+    pub phase: Phase,
+    /// A dialled id ([`Mesh::reserve`]): its counters span its connections.
+    pub dialled: bool,
+    /// When its current connection joined, in milliseconds since the Unix epoch.
+    pub connected_since: Option<u64>,
+    /// Frames and bytes in and out, and what waits in the connection.
+    pub counters: CounterValues,
+    /// Reading from it is paused: frames it sent wait for room in the incoming stream
+    /// (read and held, or still in its socket while the stream is full).
+    pub paused: bool,
+    /// Frames in its outgoing queue (not yet taken for writing).
+    pub queued_frames: u64,
+    /// Bytes of those frames, headers included.
+    pub queued_bytes: u64,
+}
+
+/// What a whole mesh has carried ([`Mesh::totals`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MeshStats {
+    /// Totals over the mesh's life (frames and bytes), and what waits in its connections
+    /// now (the backlog and unreceived gauges, summed).
+    pub counters: CounterValues,
+    /// Envelopes in the incoming stream, not yet received.
+    pub incoming: u64,
+    /// Ids in the mesh.
+    pub connections: u64,
+    /// Of those, waiting for a connection (dialled).
+    pub connecting: u64,
+    /// Of those, carrying traffic.
+    pub connected: u64,
+    /// Of those, ending.
+    pub ending: u64,
+    /// Frames in outgoing queues.
+    pub queued_frames: u64,
+    /// Bytes of those frames.
+    pub queued_bytes: u64,
+}
+
+/// A connection being ended without waiting ([`Notified::begin_end`]): its answer comes
+/// from the reactor, which calls the notify hook when it is there.
+#[derive(Debug)]
+pub struct Ending {
+    id: usize,
+    reply: Receiver<Ended>,
+}
+
+impl Ending {
+    /// The id being ended.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The answer, if it has come. A reactor that stopped without answering counts as
+    /// [`Ended::NotFound`].
+    pub fn try_take(&self) -> Option<Ended> {
+        match self.reply.try_recv() {
+            Ok(ended) => Some(ended),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Ended::NotFound),
+        }
+    }
+
+    /// Waits for the answer.
+    pub fn wait(self) -> Ended {
+        self.reply.recv().unwrap_or(Ended::NotFound)
     }
 }
 
@@ -782,6 +1075,12 @@ impl Notified {
             Some(queue) => Ok(queue.want_room()),
             None => Err(RemoveError::NotFound(id)),
         }
+    }
+
+    /// Starts ending connection `id` ([`Mesh::end`]) without waiting: the reactor calls
+    /// the notify hook once the [`Ending`]'s answer is there.
+    pub fn begin_end(&self, id: usize) -> Result<Ending, RemoveError> {
+        self.mesh.begin_end(id)
     }
 
     /// Starts removing connection `id` without waiting: the reactor calls the notify hook

@@ -80,6 +80,9 @@ pub(crate) struct OutgoingQueue {
     schedule: AtomicUsize,
     capacity: usize,
     max_frame_size: u32,
+    /// Bytes queued (headers included), for the stats only: relaxed, not part of any
+    /// protocol above.
+    bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl OutgoingQueue {
@@ -92,7 +95,13 @@ impl OutgoingQueue {
             schedule: AtomicUsize::new(SCHEDULED),
             capacity,
             max_frame_size,
+            bytes: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Bytes queued, headers included (a statistic: exact as of some recent moment).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn max_frame_size(&self) -> u32 {
@@ -171,6 +180,9 @@ impl OutgoingQueue {
 
     /// Queues a chunk whose places are reserved; true if this call took the schedule.
     fn land(&self, chunk: Chunk) -> bool {
+        let bytes = chunk.wire_len(crate::codec::Framing::Raw);
+        self.bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.frames.push(chunk);
         let mut schedule = self.schedule.load(SeqCst);
         loop {
@@ -193,6 +205,9 @@ impl OutgoingQueue {
     pub(crate) fn pop_into(&self, backlog: &mut WriteBacklog) -> bool {
         match self.frames.pop() {
             Some(chunk) => {
+                let bytes = chunk.wire_len(crate::codec::Framing::Raw);
+                self.bytes
+                    .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
                 self.release(chunk.frames());
                 backlog.push_chunk(chunk);
                 true

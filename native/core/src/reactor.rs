@@ -55,13 +55,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Registry, Token};
 use rustc_hash::FxHashMap;
 
 use crate::codec::Framing;
+use crate::counters::{Counters, Phase, Slot};
 use crate::desk::Desk;
 use crate::doorbell::Doorbell;
 use crate::envelope::Envelope;
@@ -93,12 +94,51 @@ pub(crate) enum Command {
         id: usize,
         connection: Box<Connection>,
         queue: Arc<OutgoingQueue>,
+        slot: Arc<Slot>,
+    },
+    /// A dialled id, without a connection yet: its queue takes sends meanwhile.
+    Reserve {
+        id: usize,
+        queue: Arc<OutgoingQueue>,
+        slot: Arc<Slot>,
+    },
+    /// The (next) connection of a dialled id. With `redial`, the id waits for another
+    /// when this one ends, instead of leaving.
+    Attach {
+        id: usize,
+        connection: Box<Connection>,
+        redial: bool,
+    },
+    /// A dialled id waiting for a connection gives up: it leaves with `reason`, handing
+    /// back what it had queued. (A connected one stops redialling.)
+    Abandon {
+        id: usize,
+        reason: DisconnectReason,
+    },
+    /// Write what is queued, then close the write side (see [`Ended`]).
+    End {
+        id: usize,
+        reply: Sender<Ended>,
     },
     Remove {
         id: usize,
         reply: Sender<Result<Connection, RemoveError>>,
     },
     Shutdown,
+}
+
+/// How an [`end`](crate::Mesh::end) went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Everything queued was written and the write side closed: the peer reads the end of
+    /// the stream after it. The connection stays until the peer closes its side, and its
+    /// frames are received until then.
+    Finished,
+    /// The connection left first (an error, or a dialled id that had no connection): its
+    /// disconnect notice says why and hands back what was not written.
+    Disconnected,
+    /// No connection had the id (it was being removed, or had left).
+    NotFound,
 }
 
 /// What a mesh's handles keep of its reactor.
@@ -110,8 +150,14 @@ pub(crate) struct ReactorHandle {
     pub(crate) thread: std::thread::JoinHandle<Vec<Disconnect>>,
 }
 
-/// Starts a reactor that pushes into `inlet` and calls `notify` (if any).
-pub(crate) fn start(inlet: Inlet, notify: Option<Notify>) -> io::Result<ReactorHandle> {
+/// Starts a reactor that pushes into `inlet`, calls `notify` (if any), counts into
+/// `totals`, and ends connections from which nothing arrives for `idle_timeout`.
+pub(crate) fn start(
+    inlet: Inlet,
+    notify: Option<Notify>,
+    totals: Arc<Counters>,
+    idle_timeout: Option<Duration>,
+) -> io::Result<ReactorHandle> {
     let poll = Poll::new()?;
     let doorbell = Arc::new(Doorbell::new(poll.registry(), WAKER)?);
     let desk = Arc::new(Desk::new());
@@ -127,6 +173,12 @@ pub(crate) fn start(inlet: Inlet, notify: Option<Notify>) -> io::Result<ReactorH
         scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         running: true,
         pushed: false,
+        parked: FxHashMap::default(),
+        totals,
+        idle: idle_timeout.map(|timeout| Idle {
+            tick: (timeout / SILENT_TICKS).max(Duration::from_millis(1)),
+            next: Instant::now() + timeout / SILENT_TICKS,
+        }),
     });
     let mut reactor = Reactor {
         poll,
@@ -210,6 +262,17 @@ enum Finish {
 struct Conn {
     connection: Connection,
     queue: Arc<OutgoingQueue>,
+    slot: Arc<Slot>,
+    /// A dialled id that waits for its next connection when this one ends.
+    redial: bool,
+    /// `end` was called: answered once the write side is closed.
+    ending: Option<Sender<Ended>>,
+    /// The write side is closed (after an `end`).
+    finished: bool,
+    /// Something was read since the last idle tick.
+    heard: bool,
+    /// Idle ticks in a row without anything read.
+    silent: u32,
     /// An edge said readable and no read has said `WouldBlock` since.
     readable: bool,
     read_listed: bool,
@@ -253,7 +316,29 @@ pub(crate) struct State {
     running: bool,
     /// Frames or notices went into the incoming stream this turn.
     pushed: bool,
+    /// Dialled ids between connections.
+    parked: FxHashMap<usize, Parked>,
+    /// The mesh's totals.
+    totals: Arc<Counters>,
+    idle: Option<Idle>,
 }
+
+/// A dialled id between connections: its queue goes on taking sends, and what its last
+/// connection had not written goes first on the next.
+struct Parked {
+    queue: Arc<OutgoingQueue>,
+    slot: Arc<Slot>,
+    unsent: Vec<Vec<u8>>,
+}
+
+/// Ticks of the idle timeout: a connection is ended after [`SILENT_TICKS`] ticks in a row
+/// without reading anything, so between the timeout and a quarter more after its last read.
+struct Idle {
+    tick: Duration,
+    next: Instant,
+}
+
+const SILENT_TICKS: u32 = 4;
 
 impl Reactor {
     /// Runs until shut down; returns what the connections had not written then.
@@ -269,8 +354,12 @@ impl Reactor {
                 true => Some(Duration::ZERO),
                 false => state.prepare_to_sleep(&self.doorbell),
             };
+            let timeout = match (timeout, &state.idle) {
+                (None, Some(idle)) => Some(idle.next.saturating_duration_since(Instant::now())),
+                (timeout, _) => timeout,
+            };
             // Sleeping with nothing to do: the state waits on the desk for a sender.
-            let lent = timeout.is_none();
+            let lent = timeout != Some(Duration::ZERO);
             match lent {
                 true => self.desk.lend(state),
                 false => self.state = Some(state),
@@ -311,6 +400,7 @@ impl Reactor {
                 }
             }
             state.turn(&self.doorbell);
+            state.idle_tick();
         }
         match self.state.as_mut() {
             Some(state) => state.close_all(),
@@ -356,6 +446,9 @@ impl State {
             return;
         }
         if readable {
+            if !conn.readable {
+                conn.connection.publish_readable(true);
+            }
             conn.readable = true;
             if !conn.read_listed {
                 conn.read_listed = true;
@@ -431,38 +524,199 @@ impl State {
                 id,
                 connection,
                 queue,
-            } => {
-                let mut conn = Conn {
-                    connection: *connection,
-                    queue,
-                    // Read and write at once: the stream may hold bytes already, and the
-                    // connection may bring frames read or unwritten in an earlier mesh.
-                    readable: true,
-                    read_listed: true,
-                    write_listed: true,
-                    write_blocked: false,
-                    closing: None,
-                };
-                let registered = self.registry.register(
-                    conn.connection.source(),
-                    Token(id),
-                    Interest::READABLE | Interest::WRITABLE,
+                slot,
+            } => self.insert(id, *connection, queue, slot, false),
+            Command::Reserve { id, queue, slot } => {
+                let unsent = Vec::new();
+                self.parked.insert(
+                    id,
+                    Parked {
+                        queue,
+                        slot,
+                        unsent,
+                    },
                 );
-                self.conns.insert(id, conn);
-                self.read_list.push_back(id);
-                self.write_list.push_back(id);
-                if let Err(err) = registered {
-                    self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)));
+            }
+            Command::Attach {
+                id,
+                mut connection,
+                redial,
+            } => {
+                // Not parked: abandoned meanwhile; the connection closes as it drops.
+                if let Some(parked) = self.parked.remove(&id) {
+                    connection.adopt_counters(parked.slot.counters().clone());
+                    for payload in parked.unsent {
+                        connection.backlog.push(payload);
+                    }
+                    self.insert(id, *connection, parked.queue, parked.slot, redial);
                 }
             }
+            Command::Abandon { id, reason } => match self.conns.get_mut(&id) {
+                Some(conn) => conn.redial = false,
+                None => self.unpark(id, reason),
+            },
+            Command::End { id, reply } => self.end(id, reply),
             Command::Remove { id, reply } => match self.conns.get(&id) {
                 Some(conn) if conn.closing.is_none() => self.begin_close(id, Finish::Remove(reply)),
                 _ => {
+                    if self.parked.contains_key(&id) {
+                        let why = io::Error::new(
+                            io::ErrorKind::NotConnected,
+                            "removed while waiting for a connection",
+                        );
+                        self.unpark(id, DisconnectReason::Io(why));
+                    }
                     let _ = reply.send(Err(RemoveError::NotFound(id)));
                     self.notify();
                 }
             },
             Command::Shutdown => self.running = false,
+        }
+    }
+
+    /// A connection joins under `id`.
+    fn insert(
+        &mut self,
+        id: usize,
+        mut connection: Connection,
+        queue: Arc<OutgoingQueue>,
+        slot: Arc<Slot>,
+        redial: bool,
+    ) {
+        connection.count_into(Some(self.totals.clone()));
+        connection.publish_readable(true);
+        slot.connected();
+        let mut conn = Conn {
+            connection,
+            queue,
+            slot,
+            redial,
+            ending: None,
+            finished: false,
+            heard: true,
+            silent: 0,
+            // Read and write at once: the stream may hold bytes already, and the
+            // connection may bring frames read or unwritten in an earlier mesh.
+            readable: true,
+            read_listed: true,
+            write_listed: true,
+            write_blocked: false,
+            closing: None,
+        };
+        let registered = self.registry.register(
+            conn.connection.source(),
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        self.conns.insert(id, conn);
+        self.read_list.push_back(id);
+        self.write_list.push_back(id);
+        if let Err(err) = registered {
+            self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)));
+        }
+    }
+
+    /// A dialled id without a connection leaves: its notice hands back what it had queued.
+    fn unpark(&mut self, id: usize, reason: DisconnectReason) {
+        let Some(parked) = self.parked.remove(&id) else {
+            return;
+        };
+        parked.queue.close();
+        if parked.queue.take_room_wanted() {
+            self.notify();
+        }
+        let mut unsent = parked.unsent;
+        // Pushes in flight at the close land in a moment; the notice takes what is there
+        // (as a shutdown does). Later ones were refused.
+        let mut backlog = crate::transport::connection::WriteBacklog::new(Framing::Raw);
+        while parked.queue.pop_into(&mut backlog) {}
+        unsent.extend(backlog.into_unsent());
+        let unsent = unsent
+            .into_iter()
+            .map(|payload| Envelope::new(id, payload))
+            .collect();
+        self.inlet.push_notice(Disconnect {
+            id,
+            reason,
+            unsent,
+            parked: false,
+            unacknowledged: None,
+        });
+        self.pushed = true;
+        self.notify();
+    }
+
+    /// Starts an `end`: refuses further sends, and closes the write side once what was
+    /// queued is written ([`flush`](Self::flush) finishes it).
+    fn end(&mut self, id: usize, reply: Sender<Ended>) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            let ended = match self.parked.contains_key(&id) {
+                true => {
+                    let why = io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "ended while waiting for a connection",
+                    );
+                    self.unpark(id, DisconnectReason::Io(why));
+                    Ended::Disconnected
+                }
+                false => Ended::NotFound,
+            };
+            let _ = reply.send(ended);
+            return self.notify();
+        };
+        if conn.closing.is_some() || conn.ending.is_some() || conn.finished {
+            let ended = match conn.closing {
+                Some(Finish::Remove(_)) => Ended::NotFound,
+                Some(Finish::Disconnect(_)) => Ended::Disconnected,
+                // A second end: the first one's answer says how it went.
+                None => Ended::Finished,
+            };
+            let _ = reply.send(ended);
+            return self.notify();
+        }
+        conn.redial = false;
+        conn.ending = Some(reply);
+        conn.slot.set_phase(Phase::Ending);
+        conn.queue.close();
+        let wanted = conn.queue.take_room_wanted();
+        if !conn.write_listed && !conn.write_blocked {
+            conn.write_listed = true;
+            self.write_list.push_back(id);
+        }
+        if wanted {
+            // Senders waiting for room learn that the connection takes no more.
+            self.notify();
+        }
+    }
+
+    /// Every idle tick: ends the connections from which nothing was read for
+    /// [`SILENT_TICKS`] ticks in a row.
+    fn idle_tick(&mut self) {
+        let Some(idle) = self.idle.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if now < idle.next {
+            return;
+        }
+        idle.next = now + idle.tick;
+        let mut silent = Vec::new();
+        for (&id, conn) in self.conns.iter_mut() {
+            if conn.closing.is_some() {
+                continue;
+            }
+            match std::mem::take(&mut conn.heard) {
+                true => conn.silent = 0,
+                false => {
+                    conn.silent += 1;
+                    if conn.silent >= SILENT_TICKS {
+                        silent.push(id);
+                    }
+                }
+            }
+        }
+        for id in silent {
+            self.begin_close(id, Finish::Disconnect(DisconnectReason::Timeout));
         }
     }
 
@@ -473,7 +727,7 @@ impl State {
             return;
         };
         conn.write_listed = false;
-        if conn.closing.is_some() || conn.write_blocked {
+        if conn.closing.is_some() || conn.write_blocked || conn.finished {
             return;
         }
         let mut written = 0;
@@ -498,11 +752,35 @@ impl State {
                 // Bytes the stream holds of its own (TLS records of frames it took) must
                 // go out though no frame is left: on the next writable event if the
                 // socket is full now.
-                return match conn.connection.flush_output() {
-                    Ok(true) => {}
-                    Ok(false) => conn.write_blocked = true,
-                    Err(err) => self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err))),
+                let flushed = match conn.connection.flush_output() {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        conn.write_blocked = true;
+                        false
+                    }
+                    Err(err) => {
+                        return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)))
+                    }
                 };
+                conn.connection.publish_waiting();
+                // An end finishes once everything accepted is written: a push that
+                // reserved its place before the close lands later and schedules the queue
+                // again.
+                if flushed && conn.ending.is_some() && conn.queue.is_settled() {
+                    match conn.connection.source().finish_writing() {
+                        Ok(true) => {
+                            conn.finished = true;
+                            let reply = conn.ending.take().expect("ending");
+                            let _ = reply.send(Ended::Finished);
+                            self.notify();
+                        }
+                        Ok(false) => conn.write_blocked = true,
+                        Err(err) => {
+                            self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)))
+                        }
+                    }
+                }
+                return;
             }
             match conn.connection.write_backlog() {
                 Ok(0) => {
@@ -549,6 +827,8 @@ impl State {
         // Only raw frames are written as the sender encoded them; a connection of another
         // framing makes its own headers in its backlog.
         let idle = conn.closing.is_none()
+            && conn.ending.is_none()
+            && !conn.finished
             && conn.connection.framing() == Framing::Raw
             && !conn.write_blocked
             && conn.connection.backlog.is_empty()
@@ -570,6 +850,7 @@ impl State {
         queue.release(frames);
         match written {
             Ok(n) if n == wire.len() => {
+                conn.connection.wrote_directly(n, frames);
                 if conn.connection.has_pending_output() {
                     // The stream took it all but holds records the socket did not.
                     self.flush(id);
@@ -577,6 +858,7 @@ impl State {
             }
             Ok(n) => {
                 let (rest, skip) = wire.rest_after(n);
+                conn.connection.wrote_directly(n, frames - rest.frames());
                 conn.connection.backlog.push_resumed(rest, skip);
                 // On until the socket is full, so that its writable edge comes.
                 self.flush(id);
@@ -634,15 +916,21 @@ impl State {
                 match conn.connection.read_once(&mut self.scratch) {
                     Step::Read(n) => {
                         read += n;
+                        conn.heard = true;
                         deliver(&self.inlet, &mut self.pushed, id, conn, quantum);
                     }
-                    Step::WouldBlock => conn.readable = false,
+                    Step::WouldBlock => {
+                        conn.readable = false;
+                        conn.connection.publish_readable(false);
+                    }
                     Step::End(reason) => {
                         conn.readable = false;
+                        conn.connection.publish_readable(false);
                         ended = Some(reason);
                     }
                 }
             }
+            conn.connection.publish_waiting();
             if conn.wants_reading() {
                 conn.read_listed = true;
                 self.read_list.push_back(id);
@@ -670,6 +958,19 @@ impl State {
             return;
         };
         let _ = self.registry.deregister(conn.connection.source());
+        if let Some(reply) = conn.ending.take() {
+            let _ = reply.send(match finish {
+                Finish::Remove(_) => Ended::NotFound,
+                Finish::Disconnect(_) => Ended::Disconnected,
+            });
+        }
+        let redial = conn.redial && matches!(finish, Finish::Disconnect(_));
+        conn.redial = redial;
+        if redial {
+            // The queue stays open for the next connection.
+            conn.closing = Some(finish);
+            return self.progress_closing(id);
+        }
         conn.queue.close();
         if conn.queue.take_room_wanted() {
             // A sender waiting for room must now learn that the connection is gone.
@@ -692,6 +993,9 @@ impl State {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if conn.redial {
+            return self.park(id);
+        }
         loop {
             while conn.queue.pop_into(&mut conn.connection.backlog) {}
             if conn.queue.is_settled() {
@@ -708,29 +1012,79 @@ impl State {
         }
         let conn = self.conns.remove(&id).expect("present above");
         let Conn {
-            connection,
+            mut connection,
             closing,
             ..
         } = conn;
+        connection.count_into(None);
         match closing.expect("closing") {
             Finish::Remove(reply) => {
                 let _ = reply.send(Ok(connection));
                 self.notify();
             }
             Finish::Disconnect(reason) => {
+                let unacknowledged = connection.unacknowledged();
                 let unsent = connection
                     .backlog
                     .into_unsent()
                     .into_iter()
                     .map(|payload| Envelope::new(id, payload))
                     .collect();
-                self.inlet.push_notice(Disconnect { id, reason, unsent });
+                self.inlet.push_notice(Disconnect {
+                    id,
+                    reason,
+                    unsent,
+                    parked: false,
+                    unacknowledged,
+                });
                 self.pushed = true;
                 // Every consumer must hear of it, armed or not (senders waiting for room
                 // on it, listeners of disconnects).
                 self.notify();
             }
         }
+    }
+
+    /// A dialled id's connection ended: once every frame read from it is delivered, the id
+    /// waits for its next connection, keeping what was not written, and its notice says
+    /// so.
+    fn park(&mut self, id: usize) {
+        let conn = self.conns.get(&id).expect("present");
+        if conn.connection.pending_frames() != 0 {
+            // The read list delivers the rest and comes back here.
+            return;
+        }
+        let Conn {
+            mut connection,
+            queue,
+            slot,
+            closing,
+            ..
+        } = self.conns.remove(&id).expect("present");
+        connection.count_into(None);
+        slot.set_phase(Phase::Connecting);
+        let unacknowledged = connection.unacknowledged();
+        let unsent = std::mem::take(&mut connection.backlog).into_unsent();
+        self.parked.insert(
+            id,
+            Parked {
+                queue,
+                slot,
+                unsent,
+            },
+        );
+        let Some(Finish::Disconnect(reason)) = closing else {
+            unreachable!("only a disconnect parks")
+        };
+        self.inlet.push_notice(Disconnect {
+            id,
+            reason,
+            unsent: Vec::new(),
+            parked: true,
+            unacknowledged,
+        });
+        self.pushed = true;
+        self.notify();
     }
 
     /// At shutdown: writes what each connection can take without blocking, then closes it;
@@ -762,9 +1116,39 @@ impl State {
                 .into_iter()
                 .map(|payload| Envelope::new(id, payload))
                 .collect();
-            if !unsent.is_empty() || !matches!(reason, DisconnectReason::Shutdown) {
-                left.push(Disconnect { id, reason, unsent });
+            if let Some(reply) = conn.ending.take() {
+                // Everything written: as good as finished (the socket closes now). Else
+                // the notice below hands back the rest.
+                let _ = reply.send(match unsent.is_empty() {
+                    true => Ended::Finished,
+                    false => Ended::Disconnected,
+                });
             }
+            if !unsent.is_empty() || !matches!(reason, DisconnectReason::Shutdown) {
+                left.push(Disconnect {
+                    id,
+                    reason,
+                    unsent,
+                    parked: false,
+                    unacknowledged: None,
+                });
+            }
+        }
+        for (id, parked) in self.parked.drain() {
+            parked.queue.close();
+            let mut backlog = crate::transport::connection::WriteBacklog::new(Framing::Raw);
+            while parked.queue.pop_into(&mut backlog) {}
+            let unsent: Vec<Envelope> = (parked.unsent.into_iter())
+                .chain(backlog.into_unsent())
+                .map(|payload| Envelope::new(id, payload))
+                .collect();
+            left.push(Disconnect {
+                id,
+                reason: DisconnectReason::Shutdown,
+                unsent,
+                parked: false,
+                unacknowledged: None,
+            });
         }
         left.sort_by_key(|notice| notice.id);
         left
@@ -793,14 +1177,20 @@ impl State {
         for conn in self.conns.values() {
             conn.queue.close();
         }
+        for parked in self.parked.values() {
+            parked.queue.close();
+        }
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 // Joined too late: it closes with the others.
-                Command::Add { queue, .. } => queue.close(),
+                Command::Add { queue, .. } | Command::Reserve { queue, .. } => queue.close(),
                 Command::Remove { id, reply } => {
                     let _ = reply.send(Err(RemoveError::NotFound(id)));
                 }
-                Command::Shutdown => {}
+                Command::End { reply, .. } => {
+                    let _ = reply.send(Ended::NotFound);
+                }
+                Command::Attach { .. } | Command::Abandon { .. } | Command::Shutdown => {}
             }
         }
         // Receivers take what is queued, then learn that nothing more will come; consumers

@@ -405,6 +405,7 @@ impl Script {
                     "peer {k}: {err}, yet the peer closed with nothing unread"
                 );
             }
+            DisconnectReason::Timeout => panic!("peer {k}: a timeout, and none was set"),
             DisconnectReason::Shutdown => {
                 assert!(
                     at_shutdown,

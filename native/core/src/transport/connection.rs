@@ -29,6 +29,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{ConnectionError, DisconnectReason, OpenError};
@@ -36,6 +37,7 @@ use super::Stream;
 use crate::codec::{
     frame_header, Decoded, EncodedFrames, FrameDecoder, FrameError, Framing, HEADER_LEN,
 };
+use crate::counters::Counters;
 use crate::splinter::{Negotiation, Side};
 
 /// Payloads gathered into one vectored write: two slices each (header, payload). An
@@ -84,6 +86,13 @@ pub struct Connection {
     negotiation: Option<Box<Negotiation>>,
     local_endpoint: String,
     remote_endpoint: String,
+    /// What it carried; a connection that joins a dialled id takes the id's counters.
+    counters: Arc<Counters>,
+    /// Its mesh's totals, while it is in one.
+    totals: Option<Arc<Counters>>,
+    /// Where its frames ended on the wire, for telling how many the peer had not
+    /// acknowledged when it ends.
+    trail: AckTrail,
 }
 
 impl Connection {
@@ -117,7 +126,58 @@ impl Connection {
             large_frames: false,
             backlog: WriteBacklog::new(framing),
             negotiation,
+            counters: Counters::new(),
+            totals: None,
+            trail: AckTrail::default(),
         })
+    }
+
+    /// What it has carried so far.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Counts from now on into `counters` (a dialled id's), adding what it had counted.
+    pub(crate) fn adopt_counters(&mut self, counters: Arc<Counters>) {
+        counters.absorb(&self.counters);
+        self.counters = counters;
+    }
+
+    /// Counts into a mesh's `totals` too (`None` when it leaves the mesh).
+    pub(crate) fn count_into(&mut self, totals: Option<Arc<Counters>>) {
+        self.totals = totals;
+    }
+
+    fn count_out(&mut self, bytes: usize, frames: usize) {
+        self.counters.wrote(bytes);
+        self.counters.sent(frames);
+        if let Some(totals) = &self.totals {
+            totals.wrote(bytes);
+            totals.sent(frames);
+        }
+        self.trail.wrote(bytes, frames);
+    }
+
+    /// Publishes whether its socket has bytes not read yet.
+    pub(crate) fn publish_readable(&self, readable: bool) {
+        self.counters.set_readable(readable);
+    }
+
+    /// Publishes what waits in it (the write backlog, the frames read and not delivered).
+    pub(crate) fn publish_waiting(&self) {
+        self.counters.waiting(
+            self.backlog.len(),
+            self.backlog.bytes(),
+            self.pending_frames,
+        );
+    }
+
+    /// Of the frames it wrote, how many the peer's system had not acknowledged (at most:
+    /// counted by whole writes); `None` where the stream cannot tell (see
+    /// [`Stream::bytes_acknowledged`]).
+    pub fn unacknowledged(&self) -> Option<u64> {
+        let acknowledged = self.stream.bytes_acknowledged()?;
+        Some(self.trail.unacknowledged(acknowledged))
     }
 
     /// How its frames look on the wire.
@@ -305,6 +365,12 @@ impl Connection {
         self.stream.write(bytes)
     }
 
+    /// Counts a write made with [`write_bytes`](Self::write_bytes) or
+    /// [`write_slices`](Self::write_slices): `bytes` written, `frames` of them whole.
+    pub(crate) fn wrote_directly(&mut self, bytes: usize, frames: usize) {
+        self.count_out(bytes, frames);
+    }
+
     /// One vectored write of `slices` (whole frames), for a connection whose backlog is
     /// empty and whose framing is raw: returns the bytes written.
     pub(crate) fn write_slices(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -318,14 +384,18 @@ impl Connection {
 
     /// One vectored write of the backlog's first frames; returns the bytes written.
     pub(crate) fn write_backlog(&mut self) -> io::Result<usize> {
-        self.backlog.write_to(&mut self.stream)
+        let before = self.backlog.len();
+        let n = self.backlog.write_to(&mut self.stream)?;
+        let frames = before - self.backlog.len();
+        self.count_out(n, frames);
+        Ok(n)
     }
 
     /// Writes the backlog without blocking: `Ok(true)` once it is all written, `Ok(false)`
     /// if the socket would block first.
     pub(crate) fn write_some(&mut self) -> io::Result<bool> {
         while !self.backlog.is_empty() {
-            match self.backlog.write_to(&mut self.stream) {
+            match self.write_backlog() {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -443,12 +513,27 @@ impl Connection {
 
     fn push_pending(&mut self, decoded: Decoded) {
         self.pending_frames += decoded.len();
+        self.counters.received(decoded.len());
+        if let Some(totals) = &self.totals {
+            totals.received(decoded.len());
+        }
         self.pending.push_back(decoded);
     }
 
     /// Reads once from the stream (at most [`READ_CHUNK`] bytes) and appends every frame the
     /// bytes complete to the pending frames, in order. Retries an interrupted read.
     pub(crate) fn read_once(&mut self, scratch: &mut [u8]) -> Step {
+        let step = self.read_step(scratch);
+        if let Step::Read(n) = step {
+            self.counters.read(n);
+            if let Some(totals) = &self.totals {
+                totals.read(n);
+            }
+        }
+        step
+    }
+
+    fn read_step(&mut self, scratch: &mut [u8]) -> Step {
         loop {
             let decoder = &mut self.decoder;
             if decoder.payload_remaining() >= DIRECT_READ {
@@ -759,6 +844,50 @@ impl WriteBacklog {
             written = 0;
         }
         unsent
+    }
+}
+
+/// Where the last writes of a connection ended on the wire: (bytes, whole frames) written
+/// since it opened, one entry per write, the oldest forgotten beyond [`TRAIL_LEN`].
+#[derive(Debug, Default)]
+struct AckTrail {
+    bytes: u64,
+    frames: u64,
+    writes: VecDeque<(u64, u64)>,
+    /// The newest entry forgotten.
+    floor: (u64, u64),
+}
+
+/// Writes remembered: enough to cover what a socket's send buffer holds unacknowledged,
+/// unless the writes are tiny (then the count is an over-estimate, never an under-).
+const TRAIL_LEN: usize = 256;
+
+impl AckTrail {
+    fn wrote(&mut self, bytes: usize, frames: usize) {
+        if bytes == 0 {
+            return;
+        }
+        self.bytes += bytes as u64;
+        self.frames += frames as u64;
+        if self.writes.len() == TRAIL_LEN {
+            self.floor = self.writes.pop_front().expect("full");
+        }
+        self.writes.push_back((self.bytes, self.frames));
+    }
+
+    /// Whole frames written after the last write that ended within `acknowledged` bytes.
+    fn unacknowledged(&self, acknowledged: u64) -> u64 {
+        let mut frames = match acknowledged >= self.floor.0 {
+            true => self.floor.1,
+            false => 0,
+        };
+        for &(end, done) in &self.writes {
+            if end > acknowledged {
+                break;
+            }
+            frames = done;
+        }
+        self.frames - frames
     }
 }
 

@@ -213,6 +213,9 @@ pub enum DisconnectReason {
     /// The mesh was shut down with frames for the connection not yet written: they are the
     /// notice's `unsent`.
     Shutdown,
+    /// Nothing arrived from the peer within the time allowed: the mesh's idle timeout, or
+    /// the system's keepalive or user timeout declared the connection dead.
+    Timeout,
 }
 
 impl fmt::Display for DisconnectReason {
@@ -228,6 +231,9 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Shutdown => {
                 f.write_str("the mesh was shut down before these frames were written")
             }
+            DisconnectReason::Timeout => f.write_str(
+                "nothing arrived from the peer within the time allowed (idle timeout, keepalive or user timeout)",
+            ),
         }
     }
 }

@@ -115,6 +115,19 @@ pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug 
     fn peer_certificate(&self) -> Option<&[u8]> {
         None
     }
+    /// Ends the writing direction, so that the peer reads the end of the stream after
+    /// everything written, while this end goes on reading: `Ok(true)` once done, `Ok(false)`
+    /// if the socket would block first (call again at its writable event). The default
+    /// shuts both directions down.
+    fn finish_writing(&mut self) -> io::Result<bool> {
+        self.shutdown().map(|()| true)
+    }
+    /// Bytes written that the peer's system has acknowledged, where the system tells (TCP
+    /// on Linux, through `TCP_INFO`); `None` elsewhere. Still known after the connection
+    /// failed.
+    fn bytes_acknowledged(&self) -> Option<u64> {
+        None
+    }
     /// Reads at most `max` bytes, appending them to `buf`; returns how many, as `read`.
     /// The default reads into zeroed room; a stream that can read into `buf`'s spare
     /// capacity as it is (TCP on Unix) saves zeroing large payloads before they arrive.

@@ -452,6 +452,11 @@ pub(crate) struct TcpStream {
 }
 
 impl TcpStream {
+    /// Shuts the writing direction down (FIN after what was written).
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        self.stream.shutdown(net::Shutdown::Write)
+    }
+
     pub(crate) fn new(stream: mio::net::TcpStream) -> io::Result<Self> {
         Ok(TcpStream {
             local: stream.local_addr()?,
@@ -480,6 +485,29 @@ impl Stream for TcpStream {
 
     fn shutdown(&self) -> io::Result<()> {
         self.stream.shutdown(net::Shutdown::Both)
+    }
+
+    fn finish_writing(&mut self) -> io::Result<bool> {
+        self.shutdown_write().map(|()| true)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn bytes_acknowledged(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `info` is a plain C struct that getsockopt fills up to `len` bytes (a
+        // kernel older than the field leaves it zero: then nothing counts as acknowledged).
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let done = unsafe {
+            libc::getsockopt(
+                self.stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        (done == 0).then_some(info.tcpi_bytes_acked)
     }
 
     #[cfg(unix)]

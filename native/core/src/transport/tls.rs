@@ -242,6 +242,7 @@ impl TlsSetup {
             open: false,
             eof: false,
             peer_certificate: None,
+            close_notify_sent: false,
         })
     }
 
@@ -368,6 +369,8 @@ pub(crate) struct TlsStream {
     /// The socket has ended (a read returned 0).
     eof: bool,
     peer_certificate: Option<Vec<u8>>,
+    /// `finish_writing` has queued the `close_notify`.
+    close_notify_sent: bool,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -605,6 +608,18 @@ impl Stream for TlsStream {
 
     fn peer_certificate(&self) -> Option<&[u8]> {
         self.peer_certificate.as_deref()
+    }
+
+    /// `close_notify` (TLS's own end of the stream), then FIN once it is written.
+    fn finish_writing(&mut self) -> io::Result<bool> {
+        if !self.close_notify_sent {
+            self.session.send_close_notify();
+            self.close_notify_sent = true;
+        }
+        if !self.flush_output()? {
+            return Ok(false);
+        }
+        self.tcp.shutdown_write().map(|()| true)
     }
 
     /// Grows `buf` by no more than the plaintext there is, so that a large payload read

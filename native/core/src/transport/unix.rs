@@ -383,6 +383,12 @@ mod imp {
             self.stream.shutdown(std::net::Shutdown::Both)
         }
 
+        fn finish_writing(&mut self) -> io::Result<bool> {
+            self.stream
+                .shutdown(std::net::Shutdown::Write)
+                .map(|()| true)
+        }
+
         fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
             buf.reserve(max);
             let spare = &mut buf.spare_capacity_mut()[..max];

@@ -44,7 +44,7 @@ pub fn set_shared_limit(limit: u32) {
 pub struct DisconnectNotice {
     /// The connection's id.
     pub id: f64,
-    /// `Eof`, `EofMidFrame`, `Protocol`, `IoError` or `Shutdown`.
+    /// `Eof`, `EofMidFrame`, `Protocol`, `IoError`, `Timeout` or `Shutdown`.
     pub kind: String,
     pub message: String,
     /// The payloads it had not sent, oldest first.
@@ -58,6 +58,7 @@ impl From<Disconnect> for DisconnectNotice {
             DisconnectReason::EofMidFrame { .. } => "EofMidFrame",
             DisconnectReason::Protocol(_) => "Protocol",
             DisconnectReason::Io(_) => "IoError",
+            DisconnectReason::Timeout => "Timeout",
             DisconnectReason::Shutdown => "Shutdown",
         };
         DisconnectNotice {

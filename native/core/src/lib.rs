@@ -47,6 +47,6 @@ pub use lobby::{Done, Handed, ListenerId, Lobby, OperationId};
 pub use mesh::{Disconnects, Incoming, Mesh, Notified, Outgoing, Removal, WeakMesh};
 pub use reactor::{Notify, QUANTUM};
 pub use transport::{
-    Connecting, Connection, InprocTransport, Listener, Stream, TcpTransport, TlsOptions,
-    TlsOptionsError, TlsTransport, Transport, UnixTransport,
+    Connecting, Connection, InprocTransport, KeepAlive, Listener, Stream, TcpTransport, TlsOptions,
+    TlsOptionsError, TlsTransport, Transport, UnixTransport, USER_TIMEOUT_SUPPORTED,
 };

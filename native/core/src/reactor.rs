@@ -501,7 +501,9 @@ impl State {
                 return match conn.connection.flush_output() {
                     Ok(true) => {}
                     Ok(false) => conn.write_blocked = true,
-                    Err(err) => self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err))),
+                    Err(err) => {
+                        self.begin_close(id, Finish::Disconnect(DisconnectReason::from_io(err)))
+                    }
                 };
             }
             match conn.connection.write_backlog() {
@@ -523,7 +525,7 @@ impl State {
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
-                    return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)))
+                    return self.begin_close(id, Finish::Disconnect(DisconnectReason::from_io(err)))
                 }
             }
         }
@@ -585,7 +587,7 @@ impl State {
                 // Unwritten: handed back in the notice, with the rest.
                 let (all, _) = wire.rest_after(0);
                 conn.connection.backlog.push_chunk(all);
-                self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)));
+                self.begin_close(id, Finish::Disconnect(DisconnectReason::from_io(err)));
             }
         }
         Ok(Direct::Sent)

@@ -471,7 +471,7 @@ impl Connection {
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Step::WouldBlock,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => return Step::End(DisconnectReason::Io(err)),
+                    Err(err) => return Step::End(DisconnectReason::from_io(err)),
                 }
             }
             let limit = match self.large_frames {
@@ -489,7 +489,7 @@ impl Connection {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Step::WouldBlock,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Step::End(DisconnectReason::Io(err)),
+                Err(err) => return Step::End(DisconnectReason::from_io(err)),
             };
             let mut input = &scratch[..n];
             loop {

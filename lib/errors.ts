@@ -141,6 +141,12 @@ export enum DisconnectErrorKind {
   /** The socket failed (reset, broken pipe, …). */
   IoError = 'IoError',
   /**
+   * Nothing came from the peer within the time allowed: the system declared it dead (TCP
+   * keepalive probes went unanswered, or written data stayed unacknowledged for the
+   * transport's `userTimeout`).
+   */
+  Timeout = 'Timeout',
+  /**
    * `shutdown()` was called with envelopes accepted for the connection and not written:
    * they are `unsent`.
    */
@@ -207,6 +213,7 @@ export const codes = {
     EofMidFrame: 'ERR_WIREMESH_DISCONNECT_EOF_MID_FRAME',
     Protocol: 'ERR_WIREMESH_DISCONNECT_PROTOCOL',
     IoError: 'ERR_WIREMESH_DISCONNECT_IO_ERROR',
+    Timeout: 'ERR_WIREMESH_DISCONNECT_TIMEOUT',
     Shutdown: 'ERR_WIREMESH_DISCONNECT_SHUTDOWN',
   },
 } as const

@@ -47,6 +47,7 @@ export {
 export type {
   Framing,
   InprocTransportOptions,
+  KeepAliveOptions,
   OperationOptions,
   PeerCertificate,
   Pem,

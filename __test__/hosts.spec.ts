@@ -8,13 +8,16 @@
 //     seconds, sendWait stays pending) and its RSS stays within a bound while it keeps trying;
 //     after the repair, traffic resumes by itself on the same connections, and every envelope
 //     accepted before, during and after arrives once, in order.
+//   - with the link silenced (every packet dropped on arrival: no FIN, RST or ICMP), TCP
+//     keepalive on an idle connection, and a user timeout on one with data in flight, end the
+//     connection on both sides with a 'disconnect' of kind Timeout within the options' bound.
 //
 // Needs root and iproute2 (Linux); elsewhere every test here is skipped, with the reason
 // printed once. Run alone: npm run test:hosts (after npm run build).
 
 import * as path from 'node:path'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { describe, Network, type PeerEvent, type PeerProcess, probe } from './hosts/netns'
 
@@ -31,6 +34,10 @@ const impairedTest = support.ok && support.impairer ? test.serial : test.serial.
 
 interface PeerConfig {
   size: number
+  /** TcpTransport options. */
+  transport?: object
+  /** The connection may end: see stream-peer.mjs. */
+  mayDisconnect?: boolean
   count?: number
   rate?: number
   incoming: number
@@ -210,5 +217,108 @@ hostsTest(
 
     for (const peer of peers) peer.command('exit')
     for (const peer of peers) t.deepEqual(await peer.exit(5000), { code: 0, signal: null })
+  },
+)
+
+// Dead peers (issue 14): a link that drops every packet in silence (no FIN, no RST, no ICMP:
+// Link.silence), so that only the system's timers can tell. The bounds are those the options
+// set, plus MARGIN for the kernel's timer slack, the 'cut' command's way to the peers and a
+// busy machine; each detection must also take at least what the options allow the peer
+// (a disconnect before that was not their doing).
+
+const MARGIN_MS = 1500
+
+/** Starts a pair with `transport` options, silences the link, and waits for both ends' 'disconnect'. */
+async function silencedPair(
+  network: Network,
+  config: PeerConfig,
+  flowing: boolean,
+): Promise<{ peers: [PeerProcess, PeerProcess]; disconnects: PeerEvent[]; dropped: number[] }> {
+  const link = network.link('a', 'b')
+  const peers = await startPair(network, { ...config, mayDisconnect: true })
+  if (flowing) {
+    for (const peer of peers) peer.command('go')
+    await Promise.all(peers.map((peer) => peer.waitFor('progress', 10_000, (e) => e.received >= 500)))
+  } else {
+    // Idle long enough for keepalive probes to have been sent and answered.
+    await sleep(2500)
+  }
+  link.silence()
+  for (const peer of peers) peer.command('cut')
+  const disconnects = await Promise.all(peers.map((peer) => peer.waitFor('disconnect', 20_000)))
+  const dropped = link.silencedDrops()
+  return { peers, disconnects, dropped }
+}
+
+async function exitAll(t: ExecutionContext, peers: PeerProcess[]) {
+  for (const peer of peers) peer.command('exit')
+  for (const peer of peers) t.deepEqual(await peer.exit(5000), { code: 0, signal: null }, `${peer.name} exits cleanly`)
+}
+
+hostsTest('keepalive declares a silent peer of an idle connection dead: disconnect kind Timeout', async (t) => {
+  t.timeout(60_000)
+  const keepAlive = { idle: 1000, interval: 1000, count: 2 }
+  // The peer's last answer came at most `idle` before the silence; then `count` probes go
+  // unanswered, `interval` apart.
+  const bound = keepAlive.idle + keepAlive.count * keepAlive.interval
+  const network = Network.create(['a', 'b'])
+  t.teardown(() => network.destroy())
+  const { peers, disconnects, dropped } = await silencedPair(
+    network,
+    { size: 64, incoming: 1024, outgoing: 256, timeout: 50, transport: { keepAlive } },
+    false,
+  )
+  t.log(
+    `keepalive ${JSON.stringify(keepAlive)}: disconnect ${disconnects.map((d) => d.afterCutMs).join(', ')} ms ` +
+      `after the silence (bound ${bound} + ${MARGIN_MS} ms); packets dropped ${dropped.join(', ')}`,
+  )
+  for (const [k, d] of disconnects.entries()) {
+    const name = peers[k].name
+    t.is(d.kind, 'Timeout', `${name}: ${d.message}`)
+    t.is(d.code, 'ERR_WIREMESH_DISCONNECT_TIMEOUT')
+    t.true(d.afterCutMs <= bound + MARGIN_MS, `${name}: ${d.afterCutMs} ms <= ${bound} + ${MARGIN_MS}`)
+    t.true(
+      d.afterCutMs >= keepAlive.count * keepAlive.interval - 500,
+      `${name}: ${d.afterCutMs} ms: the probes went unanswered first`,
+    )
+  }
+  t.true(
+    dropped.every((n) => n > 0),
+    'the probes were dropped at both ends',
+  )
+  await exitAll(t, peers)
+})
+
+const userTimeoutTest = support.ok && process.platform === 'linux' ? hostsTest : test.serial.skip
+
+userTimeoutTest(
+  'a user timeout declares a silent peer dead while data is unacknowledged: disconnect kind Timeout',
+  async (t) => {
+    t.timeout(60_000)
+    const userTimeout = 2000
+    const network = Network.create(['a', 'b'])
+    t.teardown(() => network.destroy())
+    const { peers, disconnects, dropped } = await silencedPair(
+      network,
+      { size: 256, rate: 2000, incoming: 1024, outgoing: 256, timeout: 50, transport: { userTimeout } },
+      true,
+    )
+    t.log(
+      `userTimeout ${userTimeout} ms, 2000 envelopes/s each way: disconnect ` +
+        `${disconnects.map((d) => d.afterCutMs).join(', ')} ms after the silence (bound ${userTimeout} + ` +
+        `${MARGIN_MS} ms); packets dropped ${dropped.join(', ')}`,
+    )
+    for (const [k, d] of disconnects.entries()) {
+      const name = peers[k].name
+      t.is(d.kind, 'Timeout', `${name}: ${d.message}`)
+      t.is(d.code, 'ERR_WIREMESH_DISCONNECT_TIMEOUT')
+      t.true(d.afterCutMs <= userTimeout + MARGIN_MS, `${name}: ${d.afterCutMs} ms <= ${userTimeout} + ${MARGIN_MS}`)
+      t.true(d.afterCutMs >= userTimeout - 500, `${name}: ${d.afterCutMs} ms: not before the user timeout`)
+    }
+    t.true(
+      dropped.every((n) => n > 0),
+      'retransmissions were dropped at both ends',
+    )
+    await exitAll(t, peers)
   },
 )

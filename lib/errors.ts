@@ -141,15 +141,16 @@ export enum DisconnectErrorKind {
   /** The socket failed (reset, broken pipe, …). */
   IoError = 'IoError',
   /**
+   * Nothing came from the peer within the time allowed: the mesh's `idleTimeout` passed
+   * without a byte from it, or the system declared it dead (TCP keepalive probes went
+   * unanswered, or written data stayed unacknowledged for the transport's `userTimeout`).
+   */
+  Timeout = 'Timeout',
+  /**
    * `shutdown()` was called with envelopes accepted for the connection and not written:
    * they are `unsent`.
    */
   Shutdown = 'Shutdown',
-  /**
-   * Nothing arrived from the peer within the mesh's `idleTimeout`, or the system's TCP
-   * keepalive or user timeout declared the connection dead.
-   */
-  Timeout = 'Timeout',
 }
 
 /** Every error code, by class and kind: stable, for matching. */
@@ -212,8 +213,8 @@ export const codes = {
     EofMidFrame: 'ERR_WIREMESH_DISCONNECT_EOF_MID_FRAME',
     Protocol: 'ERR_WIREMESH_DISCONNECT_PROTOCOL',
     IoError: 'ERR_WIREMESH_DISCONNECT_IO_ERROR',
-    Shutdown: 'ERR_WIREMESH_DISCONNECT_SHUTDOWN',
     Timeout: 'ERR_WIREMESH_DISCONNECT_TIMEOUT',
+    Shutdown: 'ERR_WIREMESH_DISCONNECT_SHUTDOWN',
   },
 } as const
 

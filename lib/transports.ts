@@ -22,6 +22,8 @@ import {
   checkString,
   invalidArgType,
   invalidArgValue,
+  MAX_TIMEOUT,
+  outOfRange,
   toBuffer,
 } from './args'
 import {
@@ -486,11 +488,102 @@ export interface TcpTransportOptions {
   /** Set `TCP_NODELAY` (default `true`: the mesh batches writes itself). */
   noDelay?: boolean
   /**
+   * TCP keepalive (`SO_KEEPALIVE`), for connections that may stay idle: once nothing has
+   * arrived for `idle` ms the system sends a probe every `interval` ms, and after `count`
+   * unanswered probes it declares the peer dead; the mesh then announces the connection's
+   * `'disconnect'` with `DisconnectError` kind `Timeout`, about `idle + count × interval`
+   * after the last packet from the peer. Probes run only while the connection has no data
+   * of its own awaiting acknowledgement (for that, see `userTimeout`). Default: no
+   * keepalive. A field left out keeps the system's default (Linux: 7200 s, 75 s, 9).
+   * Applied to dialled and accepted sockets alike.
+   */
+  keepAlive?: KeepAliveOptions
+  /**
+   * The longest, in ms, that data written may stay unacknowledged by the peer before the
+   * system declares it dead (`TCP_USER_TIMEOUT`); the connection's `'disconnect'` then has
+   * kind `Timeout`. Default: the system's retransmission limit (Linux: about 15 minutes).
+   * With `keepAlive` too, Linux also ends a connection whose probes went unanswered for
+   * this long, whatever `count` says. A positive finite number up to 2^31 - 1, rounded up
+   * to a whole millisecond. Linux and Android only: elsewhere the constructor throws a
+   * `TypeError` with code `ERR_INVALID_ARG_VALUE`.
+   */
+  userTimeout?: number
+  /**
    * How frames look on the wire: `'raw'` (default; a 4-byte length, then the payload) or
    * `'splinter-v1'` (Splinter's TCP transport from 0.3.13 on: a version negotiation when a
    * connection opens, then a 7-byte header with a checksum before each payload).
    */
   framing?: Framing
+}
+
+/**
+ * The times of TCP keepalive ({@link TcpTransportOptions.keepAlive}). The system takes
+ * `idle` and `interval` in whole seconds: they are rounded up (500 ms is 1 s, 1500 ms is
+ * 2 s). Each is optional; one left out keeps the system's default.
+ */
+export interface KeepAliveOptions {
+  /**
+   * How long, in ms, nothing may arrive before the first probe (`TCP_KEEPIDLE`): a positive
+   * finite number up to 32 767 000 (32 767 s).
+   */
+  idle?: number
+  /** The time, in ms, between unanswered probes (`TCP_KEEPINTVL`): as `idle`. */
+  interval?: number
+  /** How many unanswered probes make the peer dead (`TCP_KEEPCNT`): an integer from 1 to 127. */
+  count?: number
+}
+
+/** The most `TCP_KEEPIDLE` and `TCP_KEEPINTVL` take (Linux: 32 767 s), in ms. */
+const MAX_KEEPALIVE_TIME = 32_767_000
+/** The most `TCP_KEEPCNT` takes (Linux). */
+const MAX_KEEPALIVE_COUNT = 127
+
+/** A positive finite number of ms up to `max`: another type is a `TypeError`, another number a `RangeError`. */
+function checkPositiveMs(value: unknown, name: string, max: number): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (!(value > 0) || !Number.isFinite(value) || value > max) {
+    throw outOfRange(name, `a finite number > 0 and <= ${max}`, value)
+  }
+  return value
+}
+
+/** `options.keepAlive` and `options.userTimeout`, checked, as the native transport takes them. */
+function tcpOptionsOf(options: TcpTransportOptions): {
+  keepAlive: native.NativeKeepAlive | undefined
+  userTimeout: number | undefined
+} {
+  const userTimeout =
+    options.userTimeout === undefined
+      ? undefined
+      : checkPositiveMs(options.userTimeout, 'options.userTimeout', MAX_TIMEOUT)
+  if (options.keepAlive === undefined) return { keepAlive: undefined, userTimeout }
+  const keepAlive = checkOptions<KeepAliveOptions>(options.keepAlive, 'options.keepAlive')
+  const time = (name: 'idle' | 'interval') =>
+    keepAlive[name] === undefined
+      ? undefined
+      : checkPositiveMs(keepAlive[name], `options.keepAlive.${name}`, MAX_KEEPALIVE_TIME)
+  return {
+    keepAlive: {
+      idle: time('idle'),
+      interval: time('interval'),
+      count:
+        keepAlive.count === undefined
+          ? undefined
+          : checkCount(keepAlive.count, 'options.keepAlive.count', 1, MAX_KEEPALIVE_COUNT),
+    },
+    userTimeout,
+  }
+}
+
+/**
+ * An option the native side refused (its message `options.name: why`), as Node's
+ * `ERR_INVALID_ARG_VALUE`; `shown` gives what to show as the value received.
+ */
+function refusedOption(error: unknown, shown: (name: string) => unknown): TypeError {
+  const message = (error as Error).message
+  const match = /^(options\.\w+): (.*)$/s.exec(message)
+  const name = match ? match[1] : 'options'
+  return invalidArgValue(name, `is invalid: ${match ? match[2] : message}`, shown(name))
 }
 
 /** The framings a {@link TcpTransport} speaks. */
@@ -564,7 +657,13 @@ export class TcpTransport implements Transport {
     const noDelay = checked.noDelay ?? true
     if (typeof noDelay !== 'boolean') throw invalidArgType('options.noDelay', 'of type boolean', noDelay)
     const framing = checked.framing === undefined ? 'raw' : checkOneOf(checked.framing, 'options.framing', FRAMINGS)
-    this.#native = new native.NativeTransport(maxFrameSize, noDelay, framing)
+    const { keepAlive, userTimeout } = tcpOptionsOf(checked)
+    try {
+      this.#native = new native.NativeTransport(maxFrameSize, noDelay, framing, keepAlive, userTimeout)
+    } catch (error) {
+      // `options.userTimeout: not supported on this platform …`
+      throw refusedOption(error, () => userTimeout)
+    }
   }
 
   /** True for `host:port` and `tcp://host:port`. */
@@ -649,6 +748,7 @@ export class TlsTransport implements Transport {
     if (servername !== undefined && typeof servername !== 'string') {
       throw invalidArgType('options.servername', 'of type string', servername)
     }
+    const { keepAlive, userTimeout } = tcpOptionsOf(checked)
     const nativeOptions: native.NativeTlsOptions = {
       key: pemOf(checked.key, 'options.key'),
       cert: pemOf(checked.cert, 'options.cert'),
@@ -658,15 +758,14 @@ export class TlsTransport implements Transport {
       maxFrameSize,
       noDelay,
       framing,
+      keepAlive,
+      userTimeout,
     }
     try {
       this.#native = native.NativeTransport.tls(nativeOptions)
     } catch (error) {
-      // `options.key: does not fit the cert: …`
-      const message = (error as Error).message
-      const match = /^(options\.\w+): (.*)$/s.exec(message)
-      const name = match ? match[1] : 'options'
-      throw invalidArgValue(name, `is invalid: ${match ? match[2] : message}`, '[PEM]')
+      // `options.key: does not fit the cert: …`, `options.userTimeout: not supported …`
+      throw refusedOption(error, (name) => (name === 'options.userTimeout' ? userTimeout : '[PEM]'))
     }
     this.#servername = servername
   }

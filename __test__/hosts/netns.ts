@@ -24,6 +24,7 @@
  *     …
  *     link.cut()      // a partition: both ends down, nothing passes either way
  *     link.repair()   // both ends up again, routes restored; TCP resumes by itself
+ *     link.silence()  // a silent partition: both ends up, every packet dropped on arrival
  *   } finally {
  *     network.destroy()  // kills its peers, deletes its namespaces (also done on exit)
  *   }
@@ -297,6 +298,23 @@ function removeEmulation(ns: string, dev: string): void {
   }
 }
 
+/** The ifb device that swallows what arrives at `dev` during a silence (to-b: sl-b). */
+const silenceDev = (dev: string) => `sl-${dev.slice(3)}`
+
+/** Undoes {@link Link.silence} at one end. */
+function removeSilence(ns: string, dev: string): void {
+  try {
+    tc('-n', ns, 'qdisc', 'del', 'dev', dev, 'ingress')
+  } catch {
+    // not there
+  }
+  try {
+    ip('-n', ns, 'link', 'del', silenceDev(dev))
+  } catch {
+    // not there
+  }
+}
+
 /** The netem arguments of an impairment. */
 function netemArgs(impairment: Impairment): string[] {
   const args = ['limit', '100000']
@@ -334,6 +352,7 @@ export class Link {
   readonly ends: readonly [LinkEnd, LinkEnd]
   #impaired: Impairer | null = null
   #cut = false
+  #silenced = false
 
   constructor(ends: [LinkEnd, LinkEnd]) {
     this.ends = ends
@@ -413,14 +432,55 @@ export class Link {
     this.#cut = true
   }
 
-  /** Both ends up again; the subnet's routes come back with them. */
+  /**
+   * A silent partition: both ends stay up, with their routes, but every packet that arrives
+   * at either end is dropped before the host's stack sees it: the end's ingress is
+   * redirected (`mirred`) to an ifb device whose queue holds nothing (`pfifo limit 0`; the
+   * kernels this runs on may lack `act_gact`, tc's `action drop`). Unlike {@link cut}, sending never fails locally and nothing answers (no RST, no
+   * ICMP): TCP sees only silence, as when the peer's host dies or the path drops everything,
+   * and its timers decide (keepalive, user timeout, retransmission limit). Not on a link
+   * impaired by the emulation, which holds the ingress ({@link clear} it first).
+   */
+  silence(): void {
+    if (this.#impaired === 'emulation') throw new Error('clear() the emulated impairment before silence()')
+    const everything = '1,6 0 0 4294967295,'
+    this.#silenced = true
+    for (const end of this.ends) {
+      const sink = silenceDev(end.dev)
+      ip('-n', end.ns, 'link', 'add', sink, 'type', 'ifb')
+      ip('-n', end.ns, 'link', 'set', sink, 'up')
+      tc('-n', end.ns, 'qdisc', 'add', 'dev', sink, 'root', 'pfifo', 'limit', '0')
+      tc('-n', end.ns, 'qdisc', 'add', 'dev', end.dev, 'handle', 'ffff:', 'ingress')
+      // Redirect the packets as the emulation does (module doc).
+      const filter = ['filter', 'add', 'dev', end.dev, 'parent', 'ffff:', 'prio', '1', 'bpf', 'bytecode', everything]
+      tc('-n', end.ns, ...filter, 'action', 'mirred', 'egress', 'redirect', 'dev', sink)
+    }
+  }
+
+  /** Packets dropped so far by {@link silence}, at each end, in the order of {@link ends}. */
+  silencedDrops(): number[] {
+    return this.ends.map((end) => {
+      if (!this.#silenced) return 0
+      const text = tc('-n', end.ns, '-s', 'qdisc', 'show', 'dev', silenceDev(end.dev))
+      const match = /\(dropped (\d+)/.exec(text)
+      return match ? Number(match[1]) : 0
+    })
+  }
+
+  /** Undoes {@link cut} (both ends up again, the subnet's routes with them) and {@link silence}. */
   repair(): void {
-    for (const end of this.ends) ip('-n', end.ns, 'link', 'set', end.dev, 'up')
+    if (this.#cut) for (const end of this.ends) ip('-n', end.ns, 'link', 'set', end.dev, 'up')
+    if (this.#silenced) for (const end of this.ends) removeSilence(end.ns, end.dev)
     this.#cut = false
+    this.#silenced = false
   }
 
   get isCut(): boolean {
     return this.#cut
+  }
+
+  get isSilenced(): boolean {
+    return this.#silenced
   }
 }
 

@@ -9,7 +9,11 @@
 //           size: payload bytes (>= 16), count: envelopes to send (absent: until `finish`),
 //           rate: envelopes/s (absent: as fast as the mesh takes them; a sender that fell
 //           behind catches up by at most 50 ms of them), incoming, outgoing: the mesh's
-//           capacities, timeout: s (then the process exits with 3) }
+//           capacities, timeout: s (then the process exits with 3),
+//           transport: TcpTransport options (keepAlive, userTimeout, …),
+//           mayDisconnect: true if the connection is expected to end (the sender stops at
+//           its first Disconnected or NotFound instead of failing; `exit` ends the
+//           receiver) }
 //
 // The sender: `mesh.send`; on `Full`, `await mesh.sendWait(envelope)`, except in a partition
 // probe (below). The receiver: `await mesh.recvBatch(1024)` until the other side's end
@@ -20,7 +24,9 @@
 //   listening {endpoint}      the listening side, bound
 //   ready {local, remote}     the connection is in the mesh
 //   progress {sent, received, fulls, rss}   every 200 ms
-//   disconnect {code, unsent} the mesh announced the connection's end (never expected)
+//   disconnect {code, kind, unsent, afterCutMs}   the mesh announced the connection's end
+//                             (unexpected unless mayDisconnect); afterCutMs: since `cut`
+//   stopped {code}            mayDisconnect: the sender stopped, its connection gone
 //   window {…}                at `heal`: what the sender saw during the partition (below)
 //   resumed {…}               the first envelope accepted after `heal` (sendWait resolved)
 //   flowing {afterHealMs}     the first envelope received after `heal`
@@ -31,7 +37,7 @@
 //   partition  the harness is about to cut the link: from now on a `Full` send is retried at
 //              once, each time with a fresh envelope (same sequence number), counting
 //              attempts (with a 2 ms pause every 256), and the RSS is sampled every 20 ms
-//   cut        the link is down now (the sent count is noted)
+//   cut        the link is down now (the sent count and the time are noted)
 //   wait       the next `Full` is waited for with `sendWait` instead, and timed
 //   heal       the harness repaired the link: report the window
 //   finish     stop sending; send the end marker (sequence number = envelopes sent)
@@ -104,7 +110,7 @@ const command = (word) => (seen.has(word) ? Promise.resolve() : new Promise((res
 // ---- the connection
 
 const mesh = new Mesh(config.incoming ?? 1024, config.outgoing ?? 256)
-const transport = new TcpTransport()
+const transport = new TcpTransport(config.transport ?? {})
 let connection
 if (config.listen) {
   const listener = await transport.listen(config.listen)
@@ -120,7 +126,14 @@ const id = mesh.add(connection)
 const disconnects = []
 mesh.on('disconnect', (disconnected, error) => {
   disconnects.push({ id: disconnected, code: error.code, unsent: error.unsent.length })
-  emit('disconnect', { code: error.code, message: error.message, unsent: error.unsent.length })
+  const afterCutMs = window.cutAt === null ? null : ms() - window.cutAt
+  emit('disconnect', {
+    code: error.code,
+    kind: error.kind,
+    message: error.message,
+    unsent: error.unsent.length,
+    afterCutMs,
+  })
 })
 emit('ready', { local, remote })
 
@@ -130,12 +143,22 @@ let sent = 0 // data envelopes accepted
 let fulls = 0 // Full throws in all
 let phase = 'normal' // 'probe' after `partition`, 'wait' after `wait`
 let finishing = false
+let exiting = false
+const GONE = new Set(['ERR_WIREMESH_SEND_DISCONNECTED', 'ERR_WIREMESH_SEND_NOT_FOUND'])
+
+/** With mayDisconnect, the sender's end at its connection's: true if `error` is that. */
+function stoppedBy(error) {
+  if (!config.mayDisconnect || !GONE.has(error?.code)) return false
+  emit('stopped', { code: error.code })
+  return true
+}
 
 /** The partition window: see `partition`, `wait`, `heal`. */
 const window = {
   partitionAt: null,
   sentAtPartition: 0,
   sentAtCut: null,
+  cutAt: null,
   rssAtPartition: 0,
   firstFullAt: null,
   lastAcceptAt: null, // the last send accepted in the probe
@@ -164,6 +187,7 @@ function onCommand(word) {
     }, 20)
   } else if (word === 'cut') {
     window.sentAtCut = sent
+    window.cutAt = t
   } else if (word === 'wait') {
     window.waitAt = t
     if (phase === 'probe') phase = 'wait'
@@ -194,6 +218,7 @@ function onCommand(word) {
   } else if (word === 'finish') {
     finishing = true
   } else if (word === 'exit') {
+    exiting = true
     clearInterval(progressTimer)
     mesh.shutdown()
     process.stdin.destroy()
@@ -224,6 +249,14 @@ async function paced() {
 }
 
 async function sendLoop() {
+  try {
+    await sendStream()
+  } catch (error) {
+    if (!stoppedBy(error)) throw error
+  }
+}
+
+async function sendStream() {
   refilledAt = ms()
   while (!finishing && (count === null || sent < count)) {
     await paced()
@@ -313,7 +346,13 @@ function check(bytes) {
 
 async function recvLoop() {
   while (peerSent === null) {
-    const batch = await mesh.recvBatch(1024)
+    let batch
+    try {
+      batch = await mesh.recvBatch(1024)
+    } catch (error) {
+      if (config.mayDisconnect && exiting) return
+      throw error
+    }
     for (const envelope of batch) check(envelope.payload)
     if (!flowingReported && window.healAt !== null && received > window.receivedAtHeal) {
       flowingReported = true

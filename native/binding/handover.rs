@@ -63,8 +63,8 @@ impl From<Disconnect> for DisconnectNotice {
             DisconnectReason::EofMidFrame { .. } => "EofMidFrame",
             DisconnectReason::Protocol(_) => "Protocol",
             DisconnectReason::Io(_) => "IoError",
-            DisconnectReason::Shutdown => "Shutdown",
             DisconnectReason::Timeout => "Timeout",
+            DisconnectReason::Shutdown => "Shutdown",
         };
         DisconnectNotice {
             id: notice.id as f64,

@@ -28,8 +28,9 @@ use napi_derive::napi;
 use rustc_hash::FxHashMap;
 use wiremesh_core::codec::Framing;
 use wiremesh_core::{
-    AcceptError, ConnectError, Connection, ConnectionError, InprocTransport, ListenError, Lobby,
-    OperationId, TcpTransport, TlsOptions, TlsTransport, Transport, UnixTransport,
+    AcceptError, ConnectError, Connection, ConnectionError, InprocTransport, KeepAlive,
+    ListenError, Lobby, OperationId, TcpTransport, TlsOptions, TlsTransport, Transport,
+    UnixTransport, USER_TIMEOUT_SUPPORTED,
 };
 
 use crate::env::{self, EnvWaker, Mark};
@@ -267,6 +268,45 @@ pub struct NativeTlsOptions {
     pub max_frame_size: u32,
     pub no_delay: bool,
     pub framing: String,
+    pub keep_alive: Option<NativeKeepAlive>,
+    /// Milliseconds.
+    pub user_timeout: Option<f64>,
+}
+
+/// TCP keepalive as the package checked it: times in milliseconds (positive, finite), the
+/// count an integer from 1; a field absent keeps the system's default.
+#[napi(object)]
+pub struct NativeKeepAlive {
+    pub idle: Option<f64>,
+    pub interval: Option<f64>,
+    pub count: Option<u32>,
+}
+
+/// A positive number of milliseconds as a duration, rounded up to a whole millisecond.
+fn millis(ms: f64) -> Duration {
+    Duration::from_millis(ms.ceil() as u64)
+}
+
+impl From<NativeKeepAlive> for KeepAlive {
+    fn from(keep_alive: NativeKeepAlive) -> Self {
+        KeepAlive {
+            idle: keep_alive.idle.map(millis),
+            interval: keep_alive.interval.map(millis),
+            count: keep_alive.count,
+        }
+    }
+}
+
+/// The user timeout, refused where the system cannot apply it (`InvalidArg`, the message
+/// beginning with the option's name, as the package expects).
+fn user_timeout_of(user_timeout: Option<f64>) -> Result<Option<Duration>> {
+    match user_timeout {
+        Some(_) if !USER_TIMEOUT_SUPPORTED => Err(Error::new(
+            Status::InvalidArg,
+            "options.userTimeout: not supported on this platform (TCP_USER_TIMEOUT: Linux and Android only)",
+        )),
+        user_timeout => Ok(user_timeout.map(millis)),
+    }
 }
 
 fn framing_of(framing: &str) -> Result<Framing> {
@@ -284,15 +324,25 @@ fn framing_of(framing: &str) -> Result<Framing> {
 impl NativeTransport {
     /// The TCP transport, whose connections accept frames of up to `max_frame_size` bytes,
     /// framed as `framing`: `raw` or `splinter-v1` (Splinter's versioned frames, negotiated
-    /// when a connection opens).
+    /// when a connection opens); with TCP keepalive and a user timeout (milliseconds) if
+    /// given. A user timeout where the platform has none throws `InvalidArg`
+    /// (`options.userTimeout: …`).
     #[napi(constructor)]
-    pub fn new(max_frame_size: u32, no_delay: bool, framing: String) -> Result<Self> {
+    pub fn new(
+        max_frame_size: u32,
+        no_delay: bool,
+        framing: String,
+        keep_alive: Option<NativeKeepAlive>,
+        user_timeout: Option<f64>,
+    ) -> Result<Self> {
         let framing = framing_of(&framing)?;
         Ok(NativeTransport {
             transport: Box::new(
                 TcpTransport::default()
                     .with_max_frame_size(max_frame_size)
                     .with_no_delay(no_delay)
+                    .with_keep_alive(keep_alive.map(KeepAlive::from))
+                    .with_user_timeout(user_timeout_of(user_timeout)?)
                     .with_framing(framing),
             ),
             tls: None,
@@ -305,6 +355,7 @@ impl NativeTransport {
     #[napi(factory)]
     pub fn tls(options: NativeTlsOptions) -> Result<Self> {
         let framing = framing_of(&options.framing)?;
+        let user_timeout = user_timeout_of(options.user_timeout)?;
         let tls_options = TlsOptions {
             key: options.key.map(|pem| pem.to_vec()),
             cert: options.cert.map(|pem| pem.to_vec()),
@@ -316,6 +367,8 @@ impl NativeTransport {
             .map_err(|err| Error::new(Status::InvalidArg, err.to_string()))?
             .with_max_frame_size(options.max_frame_size)
             .with_no_delay(options.no_delay)
+            .with_keep_alive(options.keep_alive.map(KeepAlive::from))
+            .with_user_timeout(user_timeout)
             .with_framing(framing);
         Ok(NativeTransport {
             transport: Box::new(transport.clone()),

@@ -51,6 +51,6 @@ pub use mesh::{
 };
 pub use reactor::{Ended, Notify, QUANTUM};
 pub use transport::{
-    Connecting, Connection, InprocTransport, Listener, Stream, TcpTransport, TlsOptions,
-    TlsOptionsError, TlsTransport, Transport, UnixTransport,
+    Connecting, Connection, InprocTransport, KeepAlive, Listener, Stream, TcpTransport, TlsOptions,
+    TlsOptionsError, TlsTransport, Transport, UnixTransport, USER_TIMEOUT_SUPPORTED,
 };

@@ -759,7 +759,8 @@ impl State {
                         false
                     }
                     Err(err) => {
-                        return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)))
+                        return self
+                            .begin_close(id, Finish::Disconnect(DisconnectReason::from_io(err)))
                     }
                 };
                 conn.connection.publish_waiting();
@@ -776,7 +777,7 @@ impl State {
                         }
                         Ok(false) => conn.write_blocked = true,
                         Err(err) => {
-                            self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)))
+                            self.begin_close(id, Finish::Disconnect(DisconnectReason::from_io(err)))
                         }
                     }
                 }
@@ -801,7 +802,7 @@ impl State {
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
-                    return self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)))
+                    return self.begin_close(id, Finish::Disconnect(DisconnectReason::from_io(err)))
                 }
             }
         }
@@ -867,7 +868,7 @@ impl State {
                 // Unwritten: handed back in the notice, with the rest.
                 let (all, _) = wire.rest_after(0);
                 conn.connection.backlog.push_chunk(all);
-                self.begin_close(id, Finish::Disconnect(DisconnectReason::Io(err)));
+                self.begin_close(id, Finish::Disconnect(DisconnectReason::from_io(err)));
             }
         }
         Ok(Direct::Sent)

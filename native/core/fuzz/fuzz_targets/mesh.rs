@@ -405,7 +405,9 @@ impl Script {
                     "peer {k}: {err}, yet the peer closed with nothing unread"
                 );
             }
-            DisconnectReason::Timeout => panic!("peer {k}: a timeout, and none was set"),
+            DisconnectReason::Timeout => {
+                panic!("peer {k}: a Timeout notice, though no connection here has a timeout");
+            }
             DisconnectReason::Shutdown => {
                 assert!(
                     at_shutdown,

@@ -556,7 +556,7 @@ impl Connection {
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Step::WouldBlock,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(err) => return Step::End(DisconnectReason::Io(err)),
+                    Err(err) => return Step::End(DisconnectReason::from_io(err)),
                 }
             }
             let limit = match self.large_frames {
@@ -574,7 +574,7 @@ impl Connection {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Step::WouldBlock,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Step::End(DisconnectReason::Io(err)),
+                Err(err) => return Step::End(DisconnectReason::from_io(err)),
             };
             let mut input = &scratch[..n];
             loop {

@@ -210,12 +210,26 @@ pub enum DisconnectReason {
     Protocol(FrameError),
     /// The socket failed (reset by the peer, broken pipe, …).
     Io(io::Error),
+    /// Nothing came from the peer within the time allowed: the system declared it dead (a
+    /// read or write failed with `ETIMEDOUT`, after keepalive probes went unanswered or
+    /// written data stayed unacknowledged for the user timeout), or the mesh's own idle
+    /// timeout passed.
+    Timeout,
     /// The mesh was shut down with frames for the connection not yet written: they are the
     /// notice's `unsent`.
     Shutdown,
-    /// Nothing arrived from the peer within the time allowed: the mesh's idle timeout, or
-    /// the system's keepalive or user timeout declared the connection dead.
-    Timeout,
+}
+
+impl DisconnectReason {
+    /// The reason for a read or write that failed with `err`: [`Timeout`](Self::Timeout)
+    /// if the system timed the connection out (`TimedOut`: keepalive or user timeout),
+    /// [`Io`](Self::Io) for any other failure.
+    pub fn from_io(err: io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::TimedOut => DisconnectReason::Timeout,
+            _ => DisconnectReason::Io(err),
+        }
+    }
 }
 
 impl fmt::Display for DisconnectReason {
@@ -228,12 +242,12 @@ impl fmt::Display for DisconnectReason {
             ),
             DisconnectReason::Protocol(err) => write!(f, "protocol error: {err}"),
             DisconnectReason::Io(err) => write!(f, "connection error: {err}"),
+            DisconnectReason::Timeout => f.write_str(
+                "no data arrived from the peer within the time allowed (keepalive, user timeout or idle timeout)",
+            ),
             DisconnectReason::Shutdown => {
                 f.write_str("the mesh was shut down before these frames were written")
             }
-            DisconnectReason::Timeout => f.write_str(
-                "nothing arrived from the peer within the time allowed (idle timeout, keepalive or user timeout)",
-            ),
         }
     }
 }
@@ -305,6 +319,38 @@ impl std::error::Error for OpenError {
             OpenError::Negotiation(err) => Some(err),
             OpenError::Tls(_) => None,
             OpenError::Io(err) => Some(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_read_or_write_is_a_timeout_and_other_failures_stay_io() {
+        let timed_out = io::Error::from_raw_os_error(timed_out_code());
+        assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut);
+        assert!(matches!(
+            DisconnectReason::from_io(timed_out),
+            DisconnectReason::Timeout
+        ));
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(matches!(
+            DisconnectReason::from_io(reset),
+            DisconnectReason::Io(err) if err.kind() == io::ErrorKind::ConnectionReset
+        ));
+    }
+
+    /// `ETIMEDOUT` (`WSAETIMEDOUT` on Windows): what a socket's read or write returns once
+    /// the system gave up on the peer.
+    fn timed_out_code() -> i32 {
+        if cfg!(windows) {
+            10060
+        } else if cfg!(any(target_os = "linux", target_os = "android")) {
+            110
+        } else {
+            60
         }
     }
 }

@@ -68,7 +68,7 @@ pub use error::{AcceptError, ConnectError, ConnectionError, DisconnectReason, Li
 pub use inproc::InprocTransport;
 #[cfg(unix)]
 pub use inproc::{InprocConnecting, InprocListener};
-pub use tcp::{TcpConnecting, TcpListener, TcpTransport};
+pub use tcp::{KeepAlive, TcpConnecting, TcpListener, TcpTransport, USER_TIMEOUT_SUPPORTED};
 pub use tls::{TlsOptions, TlsOptionsError, TlsTransport};
 pub use unix::UnixTransport;
 #[cfg(unix)]

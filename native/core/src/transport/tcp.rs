@@ -44,6 +44,8 @@ const SCHEME: &str = "tcp://";
 pub struct TcpTransport {
     max_frame_size: u32,
     no_delay: bool,
+    keep_alive: Option<KeepAlive>,
+    user_timeout: Option<Duration>,
     framing: Framing,
     /// The TLS transport's: a session between each socket and its framing.
     tls: Option<Arc<TlsSetup>>,
@@ -54,9 +56,79 @@ impl Default for TcpTransport {
         TcpTransport {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             no_delay: true,
+            keep_alive: None,
+            user_timeout: None,
             framing: Framing::Raw,
             tls: None,
         }
+    }
+}
+
+/// TCP keepalive: how the system probes a connection on which nothing has arrived for a
+/// while, and when it gives up on it (see [`TcpTransport::with_keep_alive`]). A field left
+/// `None` keeps the system's default (Linux: `net.ipv4.tcp_keepalive_time` 7200 s,
+/// `tcp_keepalive_intvl` 75 s, `tcp_keepalive_probes` 9).
+///
+/// # Notes
+///
+/// The system takes `idle` and `interval` in whole seconds: they are rounded up (a
+/// nonzero duration under a second is one second). A dead peer is declared about
+/// `idle + count × interval` after the last packet that arrived, and only while the
+/// connection has nothing of its own waiting for an acknowledgement: data in flight is
+/// the retransmissions' business (bounded by [`TcpTransport::with_user_timeout`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// How long the connection may be idle (nothing arriving) before the first probe
+    /// (`TCP_KEEPIDLE`; `TCP_KEEPALIVE` on macOS).
+    pub idle: Option<Duration>,
+    /// The time between probes that go unanswered (`TCP_KEEPINTVL`).
+    pub interval: Option<Duration>,
+    /// How many unanswered probes make the peer dead (`TCP_KEEPCNT`).
+    pub count: Option<u32>,
+}
+
+/// Whether this platform bounds unacknowledged data ([`TcpTransport::with_user_timeout`],
+/// `TCP_USER_TIMEOUT`): Linux, Android and Fuchsia.
+pub const USER_TIMEOUT_SUPPORTED: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "fuchsia"
+));
+
+/// `duration` in whole seconds, rounded up: how the system takes keepalive times.
+fn whole_seconds(duration: Duration) -> Duration {
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    Duration::from_secs(seconds)
+}
+
+impl KeepAlive {
+    /// socket2's parameters: keepalive on, with the times given (rounded up to seconds).
+    fn parameters(&self) -> socket2::TcpKeepalive {
+        let mut parameters = socket2::TcpKeepalive::new();
+        if let Some(idle) = self.idle {
+            parameters = parameters.with_time(whole_seconds(idle));
+        }
+        #[cfg(any(
+            target_os = "android",
+            target_os = "dragonfly",
+            target_os = "freebsd",
+            target_os = "fuchsia",
+            target_os = "illumos",
+            target_os = "ios",
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "netbsd",
+            target_os = "windows",
+        ))]
+        {
+            if let Some(interval) = self.interval {
+                parameters = parameters.with_interval(whole_seconds(interval));
+            }
+            if let Some(count) = self.count {
+                parameters = parameters.with_retries(count);
+            }
+        }
+        parameters
     }
 }
 
@@ -73,6 +145,48 @@ impl TcpTransport {
     pub fn with_no_delay(mut self, no_delay: bool) -> Self {
         self.no_delay = no_delay;
         self
+    }
+
+    /// Whether connections set `SO_KEEPALIVE`, and with which times (default `None`: no
+    /// keepalive). With it, a peer that vanished without a word (its host down, the path
+    /// cut) while the connection was idle is declared dead by the system: the connection
+    /// ends with [`DisconnectReason::Timeout`](super::DisconnectReason::Timeout). See
+    /// [`KeepAlive`] for the rounding of its times. Platforms without `TCP_KEEPINTVL` or
+    /// `TCP_KEEPCNT` (OpenBSD, Haiku) keep their defaults for those.
+    pub fn with_keep_alive(mut self, keep_alive: Option<KeepAlive>) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// The longest data written may stay unacknowledged before the system declares the
+    /// peer dead (`TCP_USER_TIMEOUT`, in milliseconds; default `None`: the system's
+    /// retransmission limit, about 15 minutes on Linux). The connection then ends with
+    /// [`DisconnectReason::Timeout`](super::DisconnectReason::Timeout). On Linux it also
+    /// replaces keepalive's count: a connection whose probes go unanswered for this long is
+    /// dead.
+    ///
+    /// # Notes
+    ///
+    /// Only where [`USER_TIMEOUT_SUPPORTED`] (Linux, Android, Fuchsia); elsewhere the value
+    /// is kept but not applied (the JavaScript binding refuses it instead).
+    pub fn with_user_timeout(mut self, user_timeout: Option<Duration>) -> Self {
+        self.user_timeout = user_timeout;
+        self
+    }
+
+    /// Applies the socket options (`TCP_NODELAY`, keepalive, user timeout) to a socket
+    /// dialled or accepted.
+    fn configure(&self, stream: &mio::net::TcpStream) -> io::Result<()> {
+        stream.set_nodelay(self.no_delay)?;
+        let socket = SockRef::from(stream);
+        if let Some(keep_alive) = &self.keep_alive {
+            socket.set_tcp_keepalive(&keep_alive.parameters())?;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        if let Some(user_timeout) = self.user_timeout {
+            socket.set_tcp_user_timeout(Some(user_timeout))?;
+        }
+        Ok(())
     }
 
     /// A transport whose connections frame as `framing` (default [`Framing::Raw`]). With
@@ -112,6 +226,16 @@ impl TcpTransport {
         self.max_frame_size
     }
 
+    /// Its connections' keepalive, if they have one.
+    pub fn keep_alive(&self) -> Option<KeepAlive> {
+        self.keep_alive
+    }
+
+    /// Its connections' user timeout, if they have one.
+    pub fn user_timeout(&self) -> Option<Duration> {
+        self.user_timeout
+    }
+
     /// How its connections frame.
     pub fn framing(&self) -> Framing {
         self.framing
@@ -135,7 +259,7 @@ impl TcpTransport {
         side: Side,
         server_name: Option<ServerName<'static>>,
     ) -> io::Result<Connection> {
-        stream.set_nodelay(self.no_delay)?;
+        self.configure(&stream)?;
         let tcp = TcpStream::new(stream)?;
         let stream: Box<dyn Stream> = match &self.tls {
             Some(tls) => Box::new(tls.stream(tcp, side, server_name)?),
@@ -567,6 +691,69 @@ fn host_and_port(address: &str) -> Option<&str> {
     (host_ok && !port.starts_with('+')).then_some(rest)
 }
 
+/// Test support: reading back the options the system holds for a connection's socket.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod socket_options {
+    use std::net::SocketAddr;
+    use std::os::fd::BorrowedFd;
+    use std::time::Duration;
+
+    use socket2::SockRef;
+
+    use crate::Connection;
+
+    /// What the system holds for a socket: `SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
+    /// `TCP_KEEPCNT`, `TCP_USER_TIMEOUT` (`None`: 0, the system's default), `TCP_NODELAY`.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) struct Options {
+        pub keep_alive: bool,
+        pub idle: Duration,
+        pub interval: Duration,
+        pub count: u32,
+        pub user_timeout: Option<Duration>,
+        pub no_delay: bool,
+    }
+
+    fn address(endpoint: &str) -> SocketAddr {
+        let (_, address) = endpoint
+            .split_once("://")
+            .expect("an endpoint with a scheme");
+        address.parse().expect("an ip:port")
+    }
+
+    /// The options of `connection`'s socket. A connection does not lend its socket out, so
+    /// the socket is found among the process's descriptors by its two addresses.
+    pub(crate) fn of(connection: &Connection) -> Options {
+        let local = address(connection.local_endpoint());
+        let remote = address(connection.remote_endpoint());
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        for fd in fds {
+            // SAFETY: only queried (getsockname, getsockopt); a descriptor another test
+            // closed meanwhile answers EBADF or another socket's addresses, never ours,
+            // which `connection` keeps open.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let socket = SockRef::from(&borrowed);
+            let is = |got: std::io::Result<socket2::SockAddr>, want| {
+                got.ok().and_then(|a| a.as_socket()) == Some(want)
+            };
+            if is(socket.local_addr(), local) && is(socket.peer_addr(), remote) {
+                return Options {
+                    keep_alive: socket.keepalive().unwrap(),
+                    idle: socket.tcp_keepalive_time().unwrap(),
+                    interval: socket.tcp_keepalive_interval().unwrap(),
+                    count: socket.tcp_keepalive_retries().unwrap(),
+                    user_timeout: socket.tcp_user_timeout().unwrap(),
+                    no_delay: socket.tcp_nodelay().unwrap(),
+                };
+            }
+        }
+        panic!("no socket from {local} to {remote} in this process");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,5 +893,87 @@ mod tests {
             transport.connect(&format!("127.0.0.1:{port}")),
             Err(ConnectError::Io(_))
         ));
+    }
+
+    #[test]
+    fn whole_seconds_round_up() {
+        let ms = Duration::from_millis;
+        assert_eq!(whole_seconds(ms(1)), Duration::from_secs(1));
+        assert_eq!(whole_seconds(ms(1000)), Duration::from_secs(1));
+        assert_eq!(whole_seconds(ms(1001)), Duration::from_secs(2));
+        assert_eq!(whole_seconds(ms(1500)), Duration::from_secs(2));
+        assert_eq!(whole_seconds(ms(7_200_000)), Duration::from_secs(7200));
+    }
+
+    /// Dialled and accepted sockets alike carry the keepalive and the user timeout, as the
+    /// system reads them back (idle and interval rounded up to whole seconds).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dialled_and_accepted_sockets_carry_keepalive_and_user_timeout() {
+        use socket_options::Options;
+        let transport = TcpTransport::default()
+            .with_keep_alive(Some(KeepAlive {
+                idle: Some(Duration::from_millis(1500)),
+                interval: Some(Duration::from_millis(1000)),
+                count: Some(3),
+            }))
+            .with_user_timeout(Some(Duration::from_millis(2500)));
+        let want = Options {
+            keep_alive: true,
+            idle: Duration::from_secs(2),
+            interval: Duration::from_secs(1),
+            count: 3,
+            user_timeout: Some(Duration::from_millis(2500)),
+            no_delay: true,
+        };
+        let mut listener = transport.listen("127.0.0.1:0").unwrap();
+        let client = transport.connect(&listener.endpoint()).unwrap();
+        let server = listener.accept().unwrap();
+        assert_eq!(socket_options::of(&client), want, "dialled");
+        assert_eq!(socket_options::of(&server), want, "accepted");
+
+        // Dialled without blocking, through `start_connect`, as the lobby does.
+        let mut connecting = transport.start_connect(&listener.endpoint()).unwrap();
+        let server = listener.accept().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let client = loop {
+            match connecting.advance() {
+                Some(result) => break result.unwrap(),
+                None if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                None => panic!("not connected within 5 s"),
+            }
+        };
+        assert_eq!(
+            socket_options::of(&client),
+            want,
+            "dialled without blocking"
+        );
+        assert_eq!(socket_options::of(&server), want, "accepted");
+    }
+
+    /// Without the options a socket keeps the system's defaults: no keepalive, no user
+    /// timeout; a keepalive with no times keeps the system's times.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sockets_without_the_options_keep_the_system_defaults() {
+        let plain = TcpTransport::default();
+        let mut listener = plain.listen("127.0.0.1:0").unwrap();
+        let client = plain.connect(&listener.endpoint()).unwrap();
+        let server = listener.accept().unwrap();
+        let defaults = socket_options::of(&client);
+        assert!(!defaults.keep_alive);
+        assert_eq!(defaults.user_timeout, None);
+        assert_eq!(socket_options::of(&server), defaults);
+
+        let keep_alive = TcpTransport::default().with_keep_alive(Some(KeepAlive::default()));
+        let client = keep_alive.connect(&listener.endpoint()).unwrap();
+        let _server = listener.accept().unwrap();
+        let got = socket_options::of(&client);
+        assert!(got.keep_alive);
+        assert_eq!(
+            (got.idle, got.interval, got.count),
+            (defaults.idle, defaults.interval, defaults.count),
+            "the system's times"
+        );
     }
 }

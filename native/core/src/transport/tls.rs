@@ -38,7 +38,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
 use super::error::{ListenError, TlsFailure};
-use super::tcp::{TcpStream, TcpTransport};
+use super::tcp::{KeepAlive, TcpStream, TcpTransport};
 use super::{ConnectError, Connecting, Listener, Stream, Transport};
 use crate::codec::Framing;
 use crate::splinter::Side;
@@ -315,6 +315,18 @@ impl TlsTransport {
     /// See [`TcpTransport::with_no_delay`].
     pub fn with_no_delay(mut self, no_delay: bool) -> Self {
         self.tcp = self.tcp.with_no_delay(no_delay);
+        self
+    }
+
+    /// See [`TcpTransport::with_keep_alive`]: on the TCP socket under the session.
+    pub fn with_keep_alive(mut self, keep_alive: Option<KeepAlive>) -> Self {
+        self.tcp = self.tcp.with_keep_alive(keep_alive);
+        self
+    }
+
+    /// See [`TcpTransport::with_user_timeout`]: on the TCP socket under the session.
+    pub fn with_user_timeout(mut self, user_timeout: Option<Duration>) -> Self {
+        self.tcp = self.tcp.with_user_timeout(user_timeout);
         self
     }
 
@@ -691,6 +703,55 @@ mod tests {
         let accepting = std::thread::spawn(move || listener.accept().unwrap());
         let client = client.connect(&endpoint).unwrap();
         (client, accepting.join().unwrap())
+    }
+
+    /// The TLS transport sets the TCP options on the socket under each session, dialled
+    /// and accepted.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_tcp_options_reach_the_sockets_under_the_sessions() {
+        use super::super::tcp::socket_options;
+        let pki = pki();
+        let keep_alive = Some(KeepAlive {
+            idle: Some(Duration::from_secs(3)),
+            interval: Some(Duration::from_millis(200)),
+            count: Some(4),
+        });
+        let user_timeout = Some(Duration::from_millis(1234));
+        let server = TlsTransport::new(&TlsOptions {
+            key: Some(pki.server_key.clone().into()),
+            cert: Some(pki.server_cert.clone().into()),
+            ..TlsOptions::default()
+        })
+        .unwrap()
+        .with_keep_alive(keep_alive)
+        .with_user_timeout(user_timeout);
+        let client = TlsTransport::new(&TlsOptions {
+            ca: Some(pki.ca.clone().into()),
+            ..TlsOptions::default()
+        })
+        .unwrap()
+        .with_keep_alive(keep_alive)
+        .with_user_timeout(user_timeout);
+        let mut listener = server.listen("tcps://127.0.0.1:0").unwrap();
+        let endpoint = listener.endpoint();
+        let accepting = std::thread::spawn(move || listener.accept().unwrap());
+        let client = client.connect(&endpoint).unwrap();
+        let server = accepting.join().unwrap();
+        for (side, connection) in [("dialled", &client), ("accepted", &server)] {
+            let got = socket_options::of(connection);
+            assert!(got.keep_alive, "{side}");
+            assert_eq!(
+                (got.idle, got.interval, got.count, got.user_timeout),
+                (
+                    Duration::from_secs(3),
+                    Duration::from_secs(1),
+                    4,
+                    user_timeout
+                ),
+                "{side}: the interval rounded up to a second"
+            );
+        }
     }
 
     /// Reads until `want` bytes arrived, retrying `WouldBlock` (the peer's writes are in

@@ -11,7 +11,17 @@
 
 import test from 'ava'
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { delimiter, dirname, join, resolve } from 'node:path'
 
@@ -305,4 +315,42 @@ else {
       t.is(typeof cause, 'string', 'the loader’s own error is the cause')
     },
   )
+}
+
+// Every example (the README's patterns) runs against the installed package, as a user would
+// run it: `import … from 'wiremesh'` resolves to the project's node_modules, never to this
+// checkout. tls.mjs makes its certificates with @peculiar/x509 (and reflect-metadata), which
+// the project takes from this checkout's node_modules: npm is offline here.
+const EXAMPLES = readdirSync(join(ROOT, 'examples')).filter((file) => file.endsWith('.mjs'))
+for (const example of EXAMPLES) {
+  const title = `examples/${example} runs to completion from the packed tarballs`
+  if (skipReason) {
+    test.skip(`${title} (${skipReason})`, () => {})
+    continue
+  }
+  test.serial(title, async (t) => {
+    t.timeout(180_000)
+    const dir = await project()
+    mkdirSync(join(dir, 'examples'), { recursive: true })
+    copyFileSync(join(ROOT, 'examples', example), join(dir, 'examples', example))
+    for (const dependency of ['@peculiar/x509', 'reflect-metadata']) {
+      const link = join(dir, 'node_modules', dependency)
+      if (existsSync(link)) continue
+      mkdirSync(dirname(link), { recursive: true })
+      symlinkSync(join(ROOT, 'node_modules', dependency), link, 'dir')
+    }
+    const r = await run(process.execPath, [join('examples', example)], {
+      cwd: dir,
+      env: rustlessEnv(),
+      timeoutMs: 150_000,
+    })
+    t.is(r.code, 0, describe(`node examples/${example}`, r))
+    t.log(
+      r.stdout
+        .trim()
+        .split(/[\r\n]+/)
+        .slice(-6)
+        .join('\n'),
+    )
+  })
 }

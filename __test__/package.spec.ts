@@ -266,6 +266,8 @@ else {
       `cargo must not be found on the test PATH (${env.PATH}): ${describe('cargo --version', cargo)}`,
     )
 
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+    t.true(readme.includes('```js\n' + README_EXAMPLE + '```'), 'README.md shows this example verbatim')
     writeFileSync(join(dir, 'example.cjs'), README_EXAMPLE)
     const example = await run(process.execPath, ['example.cjs'], { cwd: dir, env, timeoutMs: 60_000 })
     t.is(example.code, 0, describe('node example.cjs', example))

@@ -18,6 +18,7 @@
 
 import { spawn } from 'node:child_process'
 import { webcrypto } from 'node:crypto'
+import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -118,11 +119,10 @@ async function client() {
       stdio: ['ignore', 'pipe', 'inherit'],
     })
     const exited = new Promise((resolve) => host.on('exit', (code, signal) => resolve(code ?? signal)))
-    const [endpoint] = await createInterface({ input: host.stdout })
-      [Symbol.asyncIterator]()
-      .next()
-      .then((r) => [r.value])
-    if (!endpoint?.startsWith('tcps://')) throw new Error(`the server host did not start (${endpoint})`)
+    const endpoint = await Promise.race([
+      once(createInterface({ input: host.stdout }), 'line').then(([line]) => line),
+      exited.then((status) => Promise.reject(new Error(`the server host exited with ${status} before it listened`))),
+    ])
 
     const transport = new TlsTransport({
       key: readFileSync(join(dir, 'client-key.pem')),

@@ -4,24 +4,28 @@
 //
 // The example runs the server and its clients in one process, on loopback: CLIENTS clients
 // (one client mesh, a connection each) each send MESSAGES messages as fast as they can and
-// check that every echo comes back in order; every tenth client leaves half-way through.
+// check that every echo comes back in order; every tenth client leaves half-way through. One
+// more client sends and never reads: the server drops it.
 //
 //   node examples/server.mjs [clients] [messages]     (default 100 1000)
+
+import { once } from 'node:events'
 
 import { Envelope, Mesh, SendError, SendErrorKind, TcpTransport } from 'wiremesh'
 
 const CLIENTS = Number(process.argv[2] ?? 100)
 const MESSAGES = Number(process.argv[3] ?? 1000)
 const SIZE = 256
+const REPLY_DEADLINE = 1000 // ms a reply may wait for room before its client is dropped
 
 // ---- the server -------------------------------------------------------------------------
 
 const stats = { full: 0, gone: 0, slow: 0, left: 0 }
 
 /**
- * Sends one reply. Returns at once while the client's queue has room; on `Full` it waits
- * (at most 5 s: a client that reads nothing for that long is dropped, so that it cannot
- * stall the loop for every other client). A client that has left is not an error.
+ * Sends one reply. Returns at once while the client's queue has room; on `Full` it waits, at
+ * most REPLY_DEADLINE: a client that reads nothing for that long is dropped, so that it
+ * cannot stall the loop for every other client. A client that has left is not an error.
  */
 async function reply(mesh, envelope) {
   try {
@@ -34,7 +38,7 @@ async function reply(mesh, envelope) {
     stats.full++
   }
   try {
-    await mesh.sendWait(envelope, { signal: AbortSignal.timeout(5000) })
+    await mesh.sendWait(envelope, { signal: AbortSignal.timeout(REPLY_DEADLINE) })
   } catch (error) {
     if (error instanceof SendError && error.kind === SendErrorKind.Disconnected) return void stats.gone++
     if (error?.name !== 'TimeoutError') throw error
@@ -106,13 +110,37 @@ async function clients(endpoint) {
   return complete
 }
 
+/** A client that sends as fast as it can and never reads, until the server drops it. */
+async function stuckClient(endpoint) {
+  const mesh = new Mesh(16, 64) // nothing receives from it: its reactor stops reading at 16
+  const id = mesh.add(await new TcpTransport().connect(endpoint))
+  const payload = Buffer.alloc(16384)
+  let sent = 0
+  try {
+    for (;;) {
+      await mesh.sendWait(new Envelope(id, payload))
+      if (++sent % 64 === 0) await new Promise(setImmediate)
+    }
+  } catch (error) {
+    if (!(error instanceof SendError) || error.kind !== SendErrorKind.Disconnected) throw error
+  } finally {
+    mesh.shutdown()
+  }
+  return sent
+}
+
 // ---- run both ---------------------------------------------------------------------------
 
 const listener = await new TcpTransport().listen('127.0.0.1:0')
 const server = await serve(listener)
 const started = Date.now()
-const complete = await clients(listener.endpoint)
+const [complete, stuck] = await Promise.all([clients(listener.endpoint), stuckClient(listener.endpoint)])
 const seconds = (Date.now() - started) / 1000
+
+// Every client has gone by now (the last ones when their mesh shut down): the server hears of
+// each, once it has received everything that client sent. The one it dropped is not announced.
+const deadline = AbortSignal.timeout(10_000)
+while (stats.left < CLIENTS) await once(server.mesh, 'disconnect', { signal: deadline })
 
 listener.close()
 server.mesh.shutdown()
@@ -121,11 +149,12 @@ await server.done
 const leavers = Math.floor(CLIENTS / 10)
 console.log(
   `${CLIENTS} clients sent ${MESSAGES} messages of ${SIZE} B each in ${seconds.toFixed(2)} s; ` +
-    `${complete} got every echo in order, ${leavers} left half-way`,
+    `${complete} got every echo in order, ${leavers} left half-way; one sent ${stuck} messages and never read`,
 )
 console.log(
   `the server met Full ${stats.full} times (and waited), found ${stats.gone} replies for clients that had left, ` +
     `dropped ${stats.slow} slow clients; ${stats.left} disconnects announced`,
 )
 if (complete !== CLIENTS - leavers) throw new Error(`${CLIENTS - leavers - complete} clients are missing echoes`)
-if (stats.left < leavers) throw new Error(`${leavers} clients left, ${stats.left} disconnects were announced`)
+if (stats.slow !== 1) throw new Error(`the client that never reads should have been dropped`)
+if (stats.left !== CLIENTS) throw new Error(`${CLIENTS} clients left, ${stats.left} disconnects were announced`)

@@ -1,3 +1,5 @@
+/// <reference types="node" preserve="true" />
+
 /**
  * wiremesh: many framed network connections in one native background reactor. Send to any
  * connection by id; `await` what arrives from all of them.
@@ -9,6 +11,9 @@
  *
  * @packageDocumentation
  */
+
+// First: a missing native binary fails here, with the name of the package to install.
+import './lib/binary'
 
 export { Envelope } from './lib/envelope'
 export {

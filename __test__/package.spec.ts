@@ -1,6 +1,8 @@
-// The package as a user gets it: `npm pack` the main package and this platform's binary
-// package, install both tarballs into an empty project without asking the registry for
-// anything, and run the README example there with no Rust toolchain on PATH.
+// The package as a user gets it: `npm run pack` makes the main package's tarball and this
+// platform's binary package's, both are installed into an empty project without asking the
+// registry for anything, and the README example and every example in `examples/` run there
+// with no Rust toolchain on PATH. The main tarball installed alone must fail to load with a
+// message that names the missing platform package.
 //
 // Needs the build outputs in the repo root (`npm run build`): index.js, binding.js and
 // `wiremesh.<platform>.node`. On Linux x64 glibc the binary must be there; on other
@@ -11,13 +13,13 @@ import test from 'ava'
 import { spawn } from 'node:child_process'
 import {
   copyFileSync,
-  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -115,20 +117,6 @@ function rustlessEnv(): NodeJS.ProcessEnv {
   return env
 }
 
-/** `npm pack` of `dir` into `destination`; the tarball's path and its file list. */
-async function pack(dir: string, destination: string): Promise<{ tarball: string; files: string[] }> {
-  const r = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', destination], { cwd: dir })
-  if (r.code !== 0) throw new Error(describe(`npm pack in ${dir}`, r))
-  // npm prints the JSON report on stdout; anything else (warnings) goes to stderr.
-  const report = JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as Array<{
-    filename: string
-    files: Array<{ path: string }>
-  }>
-  const [{ filename, files }] = report
-  // npm 9+ reports the file name as it wrote it (scoped names become `scope-name-x.tgz`).
-  return { tarball: join(destination, filename.replace(/^@/, '').replace(/\//, '-')), files: files.map((f) => f.path) }
-}
-
 const name = platformName()
 const binaryFile = `wiremesh.${name}.node`
 const builtBinary = join(ROOT, binaryFile)
@@ -143,91 +131,124 @@ const skipReason =
       ? `skipped: no ${binaryFile} in the repo root, and this is ${name}, not linux-x64-gnu`
       : undefined
 
-if (skipReason) test.skip(`${TITLE} (${skipReason})`, () => {})
-else
-  test(TITLE, async (t) => {
-    t.timeout(180_000)
+const platformPackage = `wiremesh-${name}`
 
+interface Tarballs {
+  main: string
+  platform: string
+}
+
+const work = mkdtempSync(join(tmpdir(), 'wiremesh-package-'))
+test.after.always(() => rmSync(work, { recursive: true, force: true }))
+
+let packing: Promise<Tarballs> | undefined
+/** `npm run pack`'s tarballs (`scripts/pack.mjs`), made once for this file into `work`. */
+function tarballs(): Promise<Tarballs> {
+  packing ??= (async () => {
     if (!existsSync(builtBinary)) {
-      t.fail(
-        `${binaryFile} is missing from the repo root: run \`npm run build\` first (it is required on Linux x64 glibc)`,
-      )
-      return
+      throw new Error(`${binaryFile} is missing from the repo root: run \`npm run build\` first`)
     }
-    for (const file of ['index.js', 'binding.js']) {
-      t.true(existsSync(join(ROOT, file)), `${file} is missing from the repo root: run \`npm run build\` first`)
+    const destination = join(work, 'tarballs')
+    const r = await run(process.execPath, [join(ROOT, 'scripts', 'pack.mjs'), destination], { cwd: ROOT })
+    if (r.code !== 0) throw new Error(describe('scripts/pack.mjs', r))
+    const printed = r.stdout
+      .split('\n')
+      .map((line) => /KiB {2}(.+\.tgz)$/.exec(line)?.[1])
+      .filter((path): path is string => path !== undefined)
+    const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version as string
+    const main = join(destination, `wiremesh-${version}.tgz`)
+    const platform = join(destination, `${platformPackage}-${version}.tgz`)
+    for (const tarball of [main, platform]) {
+      if (!printed.includes(tarball))
+        throw new Error(`scripts/pack.mjs did not print ${tarball}: ${describe('pack', r)}`)
     }
-    const platformDir = join(ROOT, 'npm', name)
-    t.true(
-      existsSync(join(platformDir, 'package.json')),
-      `npm/${name}/package.json is missing (napi create-npm-dirs makes it)`,
+    return { main, platform }
+  })()
+  return packing
+}
+
+/** The files in a tarball, without npm's `package/` prefix. */
+async function tarballFiles(tarball: string): Promise<string[]> {
+  const r = await run('tar', ['-tzf', tarball], { cwd: work })
+  if (r.code !== 0) throw new Error(describe(`tar -tzf ${tarball}`, r))
+  return r.stdout
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => line.replace(/^package\//, ''))
+}
+
+/**
+ * A new empty project with `tarballs` installed, offline and with no Rust on PATH. Installed
+ * together, the main package's optionalDependency on wiremesh-<name> is met by the local
+ * tarball; `--offline` with an empty cache keeps npm from asking the registry for the
+ * other, unpublished platform packages (a missing optional dependency is skipped).
+ */
+async function installProject(dir: string, packages: string[], flags: string[] = []): Promise<Run> {
+  const project = join(work, dir)
+  mkdirSync(project)
+  const env = rustlessEnv()
+  const init = await run('npm', ['init', '-y'], { cwd: project, env })
+  if (init.code !== 0) return init
+  return run(
+    'npm',
+    [
+      'install',
+      '--offline',
+      '--no-audit',
+      '--no-fund',
+      '--no-update-notifier',
+      '--cache',
+      join(work, `npm-cache-${dir}`),
+      ...flags,
+      ...packages,
+    ],
+    { cwd: project, env, timeoutMs: 150_000 },
+  )
+}
+
+let installing: Promise<string> | undefined
+/** The project with both tarballs installed, made once for the tests that run code in it. */
+function project(): Promise<string> {
+  installing ??= (async () => {
+    const { main, platform } = await tarballs()
+    const install = await installProject('project', [main, platform])
+    if (install.code !== 0) throw new Error(describe('npm install of the two tarballs', install))
+    return join(work, 'project')
+  })()
+  return installing
+}
+
+if (skipReason) test.skip(`${TITLE} (${skipReason})`, () => {})
+else {
+  test.serial('npm run pack puts the binary in the platform tarball and none in the main one', async (t) => {
+    t.timeout(180_000)
+    const { main, platform } = await tarballs()
+    const mainFiles = await tarballFiles(main)
+    for (const file of ['package.json', 'index.js', 'index.d.ts', 'binding.js', 'binding.d.ts', 'lib/binary.js']) {
+      t.true(mainFiles.includes(file), `the main tarball has ${file} (it has: ${mainFiles.join(', ')})`)
+    }
+    t.deepEqual(
+      mainFiles.filter((f) => f.endsWith('.node')),
+      [],
+      'the main tarball carries no native binary: that is the platform packages’ job',
     )
-
-    const work = mkdtempSync(join(tmpdir(), 'wiremesh-package-'))
-    t.teardown(() => rmSync(work, { recursive: true, force: true }))
-    const tarballs = join(work, 'tarballs')
-    mkdirSync(tarballs)
-
-    // The main package, packed straight from the repo root: `files` decides what goes in.
+    const platformFiles = await tarballFiles(platform)
+    t.true(
+      platformFiles.includes(binaryFile),
+      `the ${platformPackage} tarball has ${binaryFile} (it has: ${platformFiles.join(', ')})`,
+    )
     const rootManifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
-    const platformPackage = `wiremesh-${name}`
     t.is(
       rootManifest.optionalDependencies?.[platformPackage],
       rootManifest.version,
       `package.json must list ${platformPackage}@${rootManifest.version} in optionalDependencies`,
     )
-    const main = await pack(ROOT, tarballs)
-    for (const file of ['package.json', 'index.js', 'index.d.ts', 'binding.js', 'binding.d.ts']) {
-      t.true(main.files.includes(file), `the main tarball has ${file} (it has: ${main.files.join(', ')})`)
-    }
-    t.deepEqual(
-      main.files.filter((f) => f.endsWith('.node')),
-      [],
-      'the main tarball carries no native binary: that is the platform packages’ job',
-    )
+  })
 
-    // The platform package, from a copy of npm/<name> with the built binary beside it.
-    const platformCopy = join(work, name)
-    cpSync(platformDir, platformCopy, { recursive: true })
-    copyFileSync(builtBinary, join(platformCopy, binaryFile))
-    const platformManifest = JSON.parse(readFileSync(join(platformCopy, 'package.json'), 'utf8'))
-    t.is(platformManifest.name, platformPackage)
-    t.is(platformManifest.version, rootManifest.version, `npm/${name} has the main package's version`)
-    t.is(platformManifest.main, binaryFile)
-    const platform = await pack(platformCopy, tarballs)
-    t.true(
-      platform.files.includes(binaryFile),
-      `the ${platformPackage} tarball has ${binaryFile} (it has: ${platform.files.join(', ')})`,
-    )
-
-    // An empty project. Both tarballs go in with one command, so the main package's
-    // optionalDependency on wiremesh-<name> is met by the local tarball; `--offline` with an
-    // empty cache keeps npm from asking the registry for the other, unpublished platform
-    // packages (a missing optional dependency is skipped, not an error). No Rust on PATH.
-    const project = join(work, 'project')
-    mkdirSync(project)
-    const env = rustlessEnv()
-    const init = await run('npm', ['init', '-y'], { cwd: project, env })
-    t.is(init.code, 0, describe('npm init -y', init))
-    const install = await run(
-      'npm',
-      [
-        'install',
-        '--offline',
-        '--no-audit',
-        '--no-fund',
-        '--no-update-notifier',
-        '--cache',
-        join(work, 'npm-cache'),
-        main.tarball,
-        platform.tarball,
-      ],
-      { cwd: project, env, timeoutMs: 150_000 },
-    )
-    t.is(install.code, 0, describe('npm install of the two tarballs', install))
-    if (install.code !== 0) return
-
-    const installed = join(project, 'node_modules')
+  test.serial(TITLE, async (t) => {
+    t.timeout(180_000)
+    const dir = await project()
+    const installed = join(dir, 'node_modules')
     t.true(existsSync(join(installed, 'wiremesh', 'index.js')), 'wiremesh is installed')
     t.true(existsSync(join(installed, platformPackage, binaryFile)), `${platformPackage} is installed with its binary`)
     t.deepEqual(
@@ -237,15 +258,18 @@ else
     )
 
     // No Rust here: the example must run from the prebuilt binary alone.
-    const cargo = await run('cargo', ['--version'], { cwd: project, env })
+    const env = rustlessEnv()
+    const cargo = await run('cargo', ['--version'], { cwd: dir, env })
     t.is(
       cargo.error?.code,
       'ENOENT',
       `cargo must not be found on the test PATH (${env.PATH}): ${describe('cargo --version', cargo)}`,
     )
 
-    writeFileSync(join(project, 'example.cjs'), README_EXAMPLE)
-    const example = await run(process.execPath, ['example.cjs'], { cwd: project, env, timeoutMs: 60_000 })
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+    t.true(readme.includes('```js\n' + README_EXAMPLE + '```'), 'README.md shows this example verbatim')
+    writeFileSync(join(dir, 'example.cjs'), README_EXAMPLE)
+    const example = await run(process.execPath, ['example.cjs'], { cwd: dir, env, timeoutMs: 60_000 })
     t.is(example.code, 0, describe('node example.cjs', example))
     const line = /^connection (\S+) received hello from connection (\S+)$/m.exec(example.stdout)
     t.truthy(line, `the README example prints its line: ${describe('node example.cjs', example)}`)
@@ -260,8 +284,75 @@ else
         '-e',
         "import { Mesh, Envelope, TcpTransport } from 'wiremesh'; console.log([Mesh, Envelope, TcpTransport].map((f) => typeof f).join(' '))",
       ],
-      { cwd: project, env, timeoutMs: 60_000 },
+      { cwd: dir, env, timeoutMs: 60_000 },
     )
     t.is(esm.code, 0, describe('import { Mesh, Envelope, TcpTransport } from "wiremesh"', esm))
     t.is(esm.stdout.trim(), 'function function function', describe('ESM named imports', esm))
   })
+
+  test.serial(
+    'without its platform package, wiremesh fails to load naming the package and how to get it',
+    async (t) => {
+      t.timeout(180_000)
+      const { main } = await tarballs()
+      const install = await installProject('no-binary', [main], ['--omit=optional'])
+      t.is(install.code, 0, describe('npm install --omit=optional of the main tarball', install))
+      const dir = join(work, 'no-binary')
+      t.false(existsSync(join(dir, 'node_modules', platformPackage)), `${platformPackage} is not installed`)
+
+      const load = await run(
+        process.execPath,
+        [
+          '-e',
+          "try { require('wiremesh') } catch (e) { console.log(JSON.stringify({ message: e.message, cause: e.cause?.message })); process.exit(3) }",
+        ],
+        { cwd: dir, env: rustlessEnv(), timeoutMs: 60_000 },
+      )
+      t.is(load.code, 3, describe('require("wiremesh") must throw', load))
+      const { message, cause } = JSON.parse(load.stdout) as { message: string; cause?: string }
+      t.true(message.includes(`the package ${platformPackage} `), `the message names ${platformPackage}: ${message}`)
+      t.true(message.includes('--omit=optional'), `the message says how to get it: ${message}`)
+      t.true(message.includes('npm run build'), `the message says how to build it: ${message}`)
+      t.false(/wasm|wasi|bug related/i.test(message), `the message is ours, not the generated loader's: ${message}`)
+      t.is(typeof cause, 'string', 'the loader’s own error is the cause')
+    },
+  )
+}
+
+// Every example (the README's patterns) runs against the installed package, as a user would
+// run it: `import … from 'wiremesh'` resolves to the project's node_modules, never to this
+// checkout. tls.mjs makes its certificates with @peculiar/x509 (and reflect-metadata), which
+// the project takes from this checkout's node_modules: npm is offline here.
+const EXAMPLES = readdirSync(join(ROOT, 'examples')).filter((file) => file.endsWith('.mjs'))
+for (const example of EXAMPLES) {
+  const title = `examples/${example} runs to completion from the packed tarballs`
+  if (skipReason) {
+    test.skip(`${title} (${skipReason})`, () => {})
+    continue
+  }
+  test.serial(title, async (t) => {
+    t.timeout(180_000)
+    const dir = await project()
+    mkdirSync(join(dir, 'examples'), { recursive: true })
+    copyFileSync(join(ROOT, 'examples', example), join(dir, 'examples', example))
+    for (const dependency of ['@peculiar/x509', 'reflect-metadata']) {
+      const link = join(dir, 'node_modules', dependency)
+      if (existsSync(link)) continue
+      mkdirSync(dirname(link), { recursive: true })
+      symlinkSync(join(ROOT, 'node_modules', dependency), link, 'dir')
+    }
+    const r = await run(process.execPath, [join('examples', example)], {
+      cwd: dir,
+      env: rustlessEnv(),
+      timeoutMs: 150_000,
+    })
+    t.is(r.code, 0, describe(`node examples/${example}`, r))
+    t.log(
+      r.stdout
+        .trim()
+        .split(/[\r\n]+/)
+        .slice(-6)
+        .join('\n'),
+    )
+  })
+}

@@ -1,9 +1,8 @@
 // The main example (`npm start`): the seed exchange of the mesh, then a short one-way
-// throughput run with a progress bar. Run it from a checkout after `npm run build`; in
-// your own project, import from 'wiremesh' instead.
-import wiremesh from '../index.js'
-
-const { Envelope, Mesh, SendError, SendErrorKind, TcpTransport } = wiremesh
+// throughput run with a progress bar. Run it from a checkout after `npm run build` (there
+// 'wiremesh' is the checkout itself: the package's name refers to itself), or in a project
+// that installed wiremesh.
+import { Envelope, Mesh, SendError, SendErrorKind, TcpTransport } from 'wiremesh'
 
 async function hello() {
   const transport = new TcpTransport()

@@ -334,8 +334,9 @@ for (const example of EXAMPLES) {
     t.timeout(180_000)
     const dir = await project()
     mkdirSync(join(dir, 'examples'), { recursive: true })
-    copyFileSync(join(ROOT, 'examples', example), join(dir, 'examples', example))
-    for (const dependency of ['@peculiar/x509', 'reflect-metadata']) {
+    // Every example, as an example may use another (hello.mjs runs reconnect.mjs's demo).
+    for (const file of EXAMPLES) copyFileSync(join(ROOT, 'examples', file), join(dir, 'examples', file))
+    for (const dependency of ['@peculiar/x509', 'reflect-metadata', 'prom-client']) {
       const link = join(dir, 'node_modules', dependency)
       if (existsSync(link)) continue
       mkdirSync(dirname(link), { recursive: true })

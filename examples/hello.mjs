@@ -1,8 +1,11 @@
-// The main example (`npm start`): the seed exchange of the mesh, then a short one-way
-// throughput run with a progress bar. Run it from a checkout after `npm run build` (there
+// The main example (`npm start`): the seed exchange of the mesh, a short one-way
+// throughput run with a progress bar, then a dialled peer that reconnects after its
+// listener restarts (examples/reconnect.mjs). Run it from a checkout after `npm run build` (there
 // 'wiremesh' is the checkout itself: the package's name refers to itself), or in a project
 // that installed wiremesh.
 import { Envelope, Mesh, SendError, SendErrorKind, TcpTransport } from 'wiremesh'
+
+import { reconnectDemo } from './reconnect.mjs'
 
 async function hello() {
   const transport = new TcpTransport()
@@ -85,3 +88,5 @@ async function throughput() {
 
 await hello()
 await throughput()
+console.log('a dialled peer whose listener restarts:')
+await reconnectDemo((line) => console.log(`  ${line}`))

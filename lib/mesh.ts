@@ -245,7 +245,12 @@ class MeshState implements Wakeable {
       }
       release()
       this.unhold()
-      waiting.reject(error)
+      // The end may have finished just before the notice (the peer then closed its side,
+      // as it should): the answer, taken in the same wake, says so. A peer that closed its
+      // side first, with everything written, ended it as well as our FIN would have.
+      const clean = error.kind === DisconnectErrorKind.Eof && error.unsent.length === 0
+      if (waiting.ending?.take() === 'Finished' || clean) waiting.resolve()
+      else waiting.reject(error)
     }
     this.endings.length = kept
   }
@@ -490,8 +495,10 @@ function envelopeArgument(value: unknown): Envelope {
  * A connection reactor: sends to and receives from many connections in a native
  * background thread.
  *
- * A mesh keeps the process alive until it is shut down, like a server; after `unref()`
- * only a pending receive (or `sendWait`, or `remove`) does. Connections the reactor
+ * A mesh keeps the process alive until it is shut down, like a server, and is held until
+ * then even if the program keeps no reference to it; after `unref()` only a pending
+ * receive (or `sendWait`, `remove`, `end`) keeps the process alive, and collecting the last
+ * handle of an unref'd mesh shuts it down. Connections the reactor
  * removes by itself (end of stream, reset, protocol error) are announced once with a
  * `'disconnect'` event, after every envelope they sent has been received.
  */
@@ -633,8 +640,9 @@ export class Mesh extends EventEmitter<MeshEvents> implements AsyncIterable<Enve
    * then leaves with a `'disconnect'` of kind `Eof` (or `Timeout`, with `idleTimeout`).
    *
    * Rejects with the `DisconnectError` of its `'disconnect'` if the connection fails first
-   * (what it had not written is in `error.unsent`), and with `RemoveError` kind `NotFound`
-   * for an id not in the mesh. A dialled id stops reconnecting; one that has no
+   * (what it had not written is in `error.unsent`; a peer that closed its side first, once
+   * everything was written, counts as ended), and with `RemoveError` kind `NotFound` for an
+   * id not in the mesh. A dialled id stops reconnecting; one that has no
    * connection leaves at once, handing back what waited for it.
    */
   end(id: number): Promise<void> {

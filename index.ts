@@ -70,6 +70,7 @@ export type {
   MeshStats,
   ReconnectingInfo,
   SendWaitOptions,
+  Traffic,
 } from './lib/mesh'
 export type { DialOptions, ReconnectOptions } from './lib/dialer'
 export { channels } from './lib/diagnostics'

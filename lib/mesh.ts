@@ -424,8 +424,26 @@ export interface MeshOptions {
   idleTimeout?: number
 }
 
+/** What a connection, or a whole mesh, carried and holds (see {@link Mesh.stats}). */
+export interface Traffic {
+  /** Frames received (read and decoded, whether or not `recv` took them yet). */
+  framesIn: number
+  /** Bytes read, headers included (for TLS, the plaintext). */
+  bytesIn: number
+  /** Frames written in full. */
+  framesOut: number
+  /** Bytes written, headers included (for TLS, the plaintext). */
+  bytesOut: number
+  /** Frames accepted and not yet written in full (outgoing queues and the reactor's backlog). */
+  queuedFrames: number
+  /** Their bytes, headers included. */
+  queuedBytes: number
+  /** Frames read and held back because the mesh's incoming queue is full. */
+  unreceived: number
+}
+
 /** What {@link Mesh.stats} says of one connection. */
-export interface ConnectionStats {
+export interface ConnectionStats extends Traffic {
   id: number
   /** `'connecting'` (a dialled id between connections), `'connected'`, or `'ending'` (after `end`). */
   state: 'connecting' | 'connected' | 'ending'
@@ -438,20 +456,6 @@ export interface ConnectionStats {
   fingerprint256: string | null
   /** When its current connection joined; null while connecting. */
   connectedSince: Date | null
-  /** Frames received (read and decoded, whether or not `recv` took them yet). */
-  framesIn: number
-  /** Bytes read, headers included (for TLS, the plaintext). */
-  bytesIn: number
-  /** Frames written in full. */
-  framesOut: number
-  /** Bytes written, headers included (for TLS, the plaintext). */
-  bytesOut: number
-  /** Frames accepted and not yet written in full (its queue and the reactor's backlog). */
-  queuedFrames: number
-  /** Their bytes, headers included. */
-  queuedBytes: number
-  /** Frames read and held back because the mesh's incoming queue is full. */
-  unreceived: number
   /**
    * Reading from this peer is paused: frames it sent wait for room in the mesh's incoming
    * queue (read and held, or still in the socket while the queue is full). TCP then pushes
@@ -460,23 +464,20 @@ export interface ConnectionStats {
   paused: boolean
 }
 
-/** What {@link Mesh.stats} says of the whole mesh. */
-export interface MeshStats {
+/**
+ * What {@link Mesh.stats} says of the whole mesh: the frames and bytes in and out over its
+ * life (they never go back when a connection leaves), and what waits now over every
+ * connection.
+ */
+export interface MeshStats extends Traffic {
   /** Ids in the mesh (connected, connecting, ending). */
   connections: number
+  /** Of those, dialled ids between connections. */
   connecting: number
+  /** Of those, carrying traffic. */
   connected: number
+  /** Of those, ending (after `end`). */
   ending: number
-  /** Totals over the mesh's life. */
-  framesIn: number
-  bytesIn: number
-  framesOut: number
-  bytesOut: number
-  /** Frames accepted and not yet written, over every connection, and their bytes. */
-  queuedFrames: number
-  queuedBytes: number
-  /** Frames read and held back for room in the incoming queue. */
-  unreceived: number
   /** Envelopes in the incoming queue, not yet received. */
   incoming: number
 }

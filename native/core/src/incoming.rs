@@ -109,6 +109,19 @@ pub struct Disconnect {
     pub unacknowledged: Option<u64>,
 }
 
+impl Disconnect {
+    /// The notice of connection `id`, which left for `reason`, handing back `unsent`.
+    pub(crate) fn left(id: usize, reason: DisconnectReason, unsent: Vec<Envelope>) -> Self {
+        Disconnect {
+            id,
+            reason,
+            unsent,
+            parked: false,
+            unacknowledged: None,
+        }
+    }
+}
+
 /// An item of the incoming stream.
 #[derive(Debug)]
 pub enum Received {

@@ -340,6 +340,27 @@ struct Idle {
 
 const SILENT_TICKS: u32 = 4;
 
+impl Parked {
+    /// What waits for the id, oldest first: its last connection's unwritten frames, then
+    /// its queue's. The queue is closed: pushes in flight at the close land in a moment,
+    /// and this takes what is there (as a shutdown does); later ones were refused.
+    fn into_unsent(self, id: usize) -> Vec<Envelope> {
+        let mut backlog = crate::transport::connection::WriteBacklog::new(Framing::Raw);
+        while self.queue.pop_into(&mut backlog) {}
+        let mut unsent = self.unsent;
+        unsent.extend(backlog.into_unsent());
+        envelopes(id, unsent)
+    }
+}
+
+/// Payloads of connection `id` as envelopes.
+fn envelopes(id: usize, payloads: Vec<Vec<u8>>) -> Vec<Envelope> {
+    payloads
+        .into_iter()
+        .map(|payload| Envelope::new(id, payload))
+        .collect()
+}
+
 impl Reactor {
     /// Runs until shut down; returns what the connections had not written then.
     fn run(&mut self) -> Vec<Disconnect> {
@@ -625,23 +646,8 @@ impl State {
         if parked.queue.take_room_wanted() {
             self.notify();
         }
-        let mut unsent = parked.unsent;
-        // Pushes in flight at the close land in a moment; the notice takes what is there
-        // (as a shutdown does). Later ones were refused.
-        let mut backlog = crate::transport::connection::WriteBacklog::new(Framing::Raw);
-        while parked.queue.pop_into(&mut backlog) {}
-        unsent.extend(backlog.into_unsent());
-        let unsent = unsent
-            .into_iter()
-            .map(|payload| Envelope::new(id, payload))
-            .collect();
-        self.inlet.push_notice(Disconnect {
-            id,
-            reason,
-            unsent,
-            parked: false,
-            unacknowledged: None,
-        });
+        let unsent = parked.into_unsent(id);
+        self.inlet.push_notice(Disconnect::left(id, reason, unsent));
         self.pushed = true;
         self.notify();
     }
@@ -1025,18 +1031,10 @@ impl State {
             }
             Finish::Disconnect(reason) => {
                 let unacknowledged = connection.unacknowledged();
-                let unsent = connection
-                    .backlog
-                    .into_unsent()
-                    .into_iter()
-                    .map(|payload| Envelope::new(id, payload))
-                    .collect();
+                let unsent = envelopes(id, connection.backlog.into_unsent());
                 self.inlet.push_notice(Disconnect {
-                    id,
-                    reason,
-                    unsent,
-                    parked: false,
                     unacknowledged,
+                    ..Disconnect::left(id, reason, unsent)
                 });
                 self.pushed = true;
                 // Every consumer must hear of it, armed or not (senders waiting for room
@@ -1110,13 +1108,7 @@ impl State {
             // What senders queued and the socket did not take. (A sender on another
             // thread still queuing at this very moment may land a frame after this look.)
             while conn.queue.pop_into(&mut conn.connection.backlog) {}
-            let unsent: Vec<Envelope> = conn
-                .connection
-                .backlog
-                .into_unsent()
-                .into_iter()
-                .map(|payload| Envelope::new(id, payload))
-                .collect();
+            let unsent = envelopes(id, conn.connection.backlog.into_unsent());
             if let Some(reply) = conn.ending.take() {
                 // Everything written: as good as finished (the socket closes now). Else
                 // the notice below hands back the rest.
@@ -1126,30 +1118,13 @@ impl State {
                 });
             }
             if !unsent.is_empty() || !matches!(reason, DisconnectReason::Shutdown) {
-                left.push(Disconnect {
-                    id,
-                    reason,
-                    unsent,
-                    parked: false,
-                    unacknowledged: None,
-                });
+                left.push(Disconnect::left(id, reason, unsent));
             }
         }
         for (id, parked) in self.parked.drain() {
             parked.queue.close();
-            let mut backlog = crate::transport::connection::WriteBacklog::new(Framing::Raw);
-            while parked.queue.pop_into(&mut backlog) {}
-            let unsent: Vec<Envelope> = (parked.unsent.into_iter())
-                .chain(backlog.into_unsent())
-                .map(|payload| Envelope::new(id, payload))
-                .collect();
-            left.push(Disconnect {
-                id,
-                reason: DisconnectReason::Shutdown,
-                unsent,
-                parked: false,
-                unacknowledged: None,
-            });
+            let unsent = parked.into_unsent(id);
+            left.push(Disconnect::left(id, DisconnectReason::Shutdown, unsent));
         }
         left.sort_by_key(|notice| notice.id);
         left

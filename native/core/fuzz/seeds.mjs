@@ -159,6 +159,8 @@ const send = (k, payload) => {
 }
 const send_pattern = (k, blocks) => [(k << 3) | 4, 0x80 | blocks]
 const remove = (k) => [(k << 3) | 5]
+// k < 16 here, so that bit 7 is the end flag and not part of k.
+const end = (k) => [0x80 | (k << 3) | 5]
 const take = 0x06
 const take_wait = 0x0e
 const take_batch = 0x16
@@ -278,4 +280,15 @@ mesh('eof-with-unsent', {
   peers: 2,
   caps: 0xf0,
   ops: [...Array(80).fill(send_pattern(0, 127)).flat(), ...write_frame(0, 'bye'), ...shut(0), ...send(1, 'other')],
+})
+// Ends: what was sent before goes out, then the end of the stream; the peer's frames still
+// arrive; a send after it is refused; one peer ends with more than its socket holds.
+mesh('end-then-peer-answers', {
+  peers: 2,
+  ops: [...send(0, 'question'), ...end(0), ...send(0, 'late'), ...read(0), ...write_frame(0, 'answer'), take_wait, ...shut(0)],
+})
+mesh('end-with-a-full-socket', {
+  peers: 2,
+  caps: 0xf0,
+  ops: [...Array(60).fill(send_pattern(0, 127)).flat(), ...end(0), ...send(1, 'other'), ...end(1), ...read(1)],
 })

@@ -774,7 +774,14 @@ impl State {
                 // reserved its place before the close lands later and schedules the queue
                 // again.
                 if flushed && conn.ending.is_some() && conn.queue.is_settled() {
-                    match conn.connection.source().finish_writing() {
+                    let finished = match conn.connection.source().finish_writing() {
+                        // The connection had ended already (the peer closed, and its side
+                        // is gone): nothing more can be written, and everything was. How it
+                        // ended is for the read side to tell.
+                        Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(true),
+                        finished => finished,
+                    };
+                    match finished {
                         Ok(true) => {
                             conn.finished = true;
                             let reply = conn.ending.take().expect("ending");

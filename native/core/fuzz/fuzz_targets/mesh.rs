@@ -20,7 +20,10 @@
 //! - what the mesh sends reaches the peer whole and in order, and what it accepted and did
 //!   not write comes back in the notice's `unsent` (a disconnect's or the shutdown's);
 //! - a removed connection holds the frames the mesh read and did not deliver: with those
-//!   delivered, they are the frames its peer wrote, in order.
+//!   delivered, they are the frames its peer wrote, in order;
+//! - an ended connection refuses sends at once; once its end is answered `Finished` its
+//!   peer reads every frame accepted before, then the end of the stream, while the
+//!   connection still delivers what the peer writes.
 //!
 //! The input (see README.md beside this folder; `seeds.mjs` writes the seeds):
 //!
@@ -38,7 +41,8 @@
 //!   2           peer k shuts down its write side
 //!   3           peer k reads what it can, then is dropped
 //!   4 L [bytes] the mesh sends connection k an envelope: the payload as for op 1
-//!   5           the mesh removes connection k
+//!   5           the mesh removes connection k; b & 0x80: ends it instead (`end`: the
+//!               peer must read every frame accepted before, then the end of the stream)
 //!   6           take what the mesh received; k odd: wait up to 1 ms for something;
 //!               k & 2 (blocking receives): with recv_batch
 //!   7           peer k reads what has arrived
@@ -55,9 +59,9 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use wiremesh_core::codec::{FrameError, HEADER_LEN};
 use wiremesh_core::{
-    Connection, Disconnect, DisconnectReason, Disconnects, Envelope, Listener, Mesh, Notified,
-    Received, RecvError, RecvTimeoutError, RemoveError, SendError, TcpTransport, Transport,
-    TryRecvError,
+    Connection, Disconnect, DisconnectReason, Disconnects, Ended, Ending, Envelope, Listener, Mesh,
+    Notified, Received, RecvError, RecvTimeoutError, RemoveError, SendError, TcpTransport,
+    Transport, TryRecvError,
 };
 
 /// The maximum frame size of the connections that take small frames.
@@ -167,6 +171,10 @@ struct Peer {
     pending: Vec<Vec<u8>>,
     /// The script's remove found no connection: the reactor had removed it.
     remove_refused: bool,
+    /// The script ended the connection; its answer while it has not come.
+    end_called: bool,
+    ending: Option<Ending>,
+    ended: Option<Ended>,
 }
 
 impl Peer {
@@ -518,7 +526,7 @@ impl Script {
         let (id, max, len) = (peer.id, peer.max, payload.len());
         let sent = self.mesh.send(Envelope::new(id, payload.clone()));
         let peer = &mut self.peers[k];
-        let gone = peer.removed.is_some() || peer.notice.is_some();
+        let gone = peer.removed.is_some() || peer.notice.is_some() || peer.end_called;
         match sent {
             Ok(()) => {
                 assert!(
@@ -578,11 +586,67 @@ impl Script {
         }
     }
 
+    /// Ends connection `k` (without waiting for the answer: its peer may not be reading).
+    fn end(&mut self, k: usize) {
+        let id = self.peers[k].id;
+        let notified = self.mesh.notified();
+        let peer = &mut self.peers[k];
+        if peer.end_called {
+            return;
+        }
+        match notified.begin_end(id) {
+            Ok(ending) => {
+                assert!(peer.removed.is_none(), "peer {k}: ended after its removal");
+                peer.end_called = true;
+                peer.ending = Some(ending);
+            }
+            Err(RemoveError::NotFound(found)) => {
+                assert_eq!(found, id);
+                assert!(
+                    peer.removed.is_some() || peer.notice.is_some() || peer.remove_refused,
+                    "peer {k}: end found nothing, yet the connection was there"
+                );
+            }
+        }
+    }
+
+    /// Takes the answers of the ends that have come.
+    fn poll_endings(&mut self) {
+        for peer in &mut self.peers {
+            let Some(ended) = peer.ending.as_ref().and_then(Ending::try_take) else {
+                continue;
+            };
+            peer.ending = None;
+            peer.ended = Some(ended);
+            match ended {
+                Ended::Finished => {}
+                // It left first, and its notice says why.
+                Ended::Disconnected => assert!(
+                    peer.may_end() || peer.dropped() || peer.notice.is_some(),
+                    "peer {}: the end found the connection gone, with no reason to leave",
+                    peer.k
+                ),
+                // Or the script removed it before the end was done.
+                Ended::NotFound => assert!(
+                    peer.may_end()
+                        || peer.remove_refused
+                        || peer.notice.is_some()
+                        || peer.removed.is_some(),
+                    "peer {}: the end found no connection, with no reason to leave",
+                    peer.k
+                ),
+            }
+        }
+    }
+
     /// The mesh has delivered what each connection still in it owes.
     fn settled(&self) -> Option<usize> {
         self.peers
             .iter()
             .find(|peer| {
+                if peer.ending.is_some() {
+                    return true; // its answer is due
+                }
                 if peer.removed.is_some() || peer.notice.is_some() {
                     return false;
                 }
@@ -712,6 +776,9 @@ fn run(data: &[u8]) {
                 removed: None,
                 pending: Vec::new(),
                 remove_refused: false,
+                end_called: false,
+                ending: None,
+                ended: None,
             });
         }
     }
@@ -749,6 +816,7 @@ fn run(data: &[u8]) {
                 let payload = input.payload();
                 script.send(k, payload);
             }
+            5 if op & 0x80 != 0 => script.end(k),
             5 => script.remove(k),
             6 => {
                 script.take(op & 0x08 != 0, op & 0x10 != 0);
@@ -763,11 +831,35 @@ fn run(data: &[u8]) {
     while let Some(k) = script.settled() {
         assert!(
             Instant::now() < deadline,
-            "the mesh hangs: peer {k} is owed frames or a notice\n{}",
+            "the mesh hangs: peer {k} is owed frames, a notice or the answer of an end\n{}",
             script.state()
         );
+        script.poll_endings();
+        // An end writes everything before it answers: its peer must read.
+        for peer in script.peers.iter_mut().filter(|peer| peer.ending.is_some()) {
+            peer.read(None);
+        }
         if script.take(false, false) == 0 {
             std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    // An end that finished wrote every frame accepted before it, then the end of the
+    // stream: a peer still there reads them all, then the end.
+    for peer in &mut script.peers {
+        let graceful = matches!(
+            peer.notice.as_ref().map(|notice| &notice.reason),
+            None | Some(DisconnectReason::Eof | DisconnectReason::EofMidFrame { .. })
+        );
+        if peer.ended == Some(Ended::Finished) && !peer.dropped() && graceful {
+            peer.read(Some(deadline));
+            assert_eq!(
+                peer.read_frames,
+                peer.sent.len(),
+                "peer {}: its end finished, yet it read {} of the {} frames accepted",
+                peer.k,
+                peer.read_frames,
+                peer.sent.len()
+            );
         }
     }
     for k in 0..count {

@@ -285,7 +285,15 @@ mesh('eof-with-unsent', {
 // arrive; a send after it is refused; one peer ends with more than its socket holds.
 mesh('end-then-peer-answers', {
   peers: 2,
-  ops: [...send(0, 'question'), ...end(0), ...send(0, 'late'), ...read(0), ...write_frame(0, 'answer'), take_wait, ...shut(0)],
+  ops: [
+    ...send(0, 'question'),
+    ...end(0),
+    ...send(0, 'late'),
+    ...read(0),
+    ...write_frame(0, 'answer'),
+    take_wait,
+    ...shut(0),
+  ],
 })
 mesh('end-with-a-full-socket', {
   peers: 2,

@@ -1,4 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto'
+import diagnostics_channel from 'node:diagnostics_channel'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
 
@@ -392,4 +393,36 @@ test('TLS 1.2 both ways with Node, mutual authentication', async (t) => {
   socket.destroy()
   accepted.disconnect()
   listener.close()
+})
+
+test('refused TLS handshakes are published on wiremesh:refused', async (t) => {
+  const c = await certificates()
+  const server = new TlsTransport({ ...c.server, ca: c.ca, requestCert: true })
+  const listener = await server.listen(LOCAL)
+  const seen: Array<{ side: string; kind: string }> = []
+  const onRefused = (message: unknown) => {
+    const { side, endpoint, error } = message as { side: string; endpoint: string; error: { kind: string } }
+    // Other tests of this file run at the same time: keep this listener's events.
+    if (endpoint === listener.endpoint) seen.push({ side, kind: error.kind })
+  }
+  diagnostics_channel.subscribe('wiremesh:refused', onRefused)
+  const mesh = new Mesh(4, 4)
+  try {
+    // A client without a certificate: the listener refuses it. (With TLS 1.3 the client's
+    // handshake is done before the server checks it: the dialled id connects, then its
+    // connection ends with the server's alert.)
+    const accepting = listener.accept().catch((error: AcceptError) => error)
+    const id = mesh.dial(listener.endpoint, { transport: new TlsTransport({ ca: c.ca }) })
+    const accepted = await accepting
+    t.true(accepted instanceof AcceptError)
+    t.is((accepted as AcceptError).kind, AcceptErrorKind.Tls)
+    const [left] = await nextDisconnect(mesh)
+    t.is(left, id)
+    t.deepEqual(seen, [{ side: 'accept', kind: 'Tls' }])
+    t.is(listener.refusedTls, 1)
+  } finally {
+    mesh.shutdown()
+    diagnostics_channel.unsubscribe('wiremesh:refused', onRefused)
+    listener.close()
+  }
 })

@@ -398,14 +398,19 @@ hostsTest(
       b.waitFor('disconnect', 20_000),
     ])
     // Attempts fail in the silence until the waits reach maxDelay; then the repair, at a
-    // point of the wait or of an attempt that the machine's timing picks.
+    // random point of the next wait or of the attempt after it.
     const lastFailure = await b.waitFor('reconnecting', 20_000, (e) => e.attempt >= 4)
-    await sleep(Math.round(Math.random() * 600))
+    await sleep(Math.round(Math.random() * (lastFailure.delay + connectTimeout)))
     link.repair()
     const repairedAt = Date.now()
-    const [accepted, connected] = await Promise.all([a.waitFor('accepted', 10_000), b.waitFor('connect', 10_000)])
+    const connected = await b.waitFor('connect', 10_000)
     const waits = b.events.filter((e) => e.event === 'reconnecting' && e.at < connected.at)
     const inForce = waits[waits.length - 1]
+    // Where the repair fell: in the wait of the last 'reconnecting' before it, or in the
+    // attempt after that wait.
+    const waitAtRepair = waits.filter((e) => e.at <= repairedAt).pop()
+    const repairedIn =
+      waitAtRepair === undefined ? '?' : repairedAt < waitAtRepair.at + waitAtRepair.delay ? 'a wait' : 'an attempt'
     const reconnectMs = connected.at - repairedAt
     const unacknowledged = clientGone.unacknowledged as number | null
 
@@ -421,6 +426,11 @@ hostsTest(
       contiguous: boolean
     }>
     const missing = after === undefined ? null : after.first - before.last - 1
+    // The listening side's connection that carried the rest of the stream. (An attempt that
+    // the dialling side gave up on at its timeout just as the listening side accepted it
+    // would be accepted too, and end: allowed, and logged.)
+    const accepted = a.events.find((e) => e.event === 'accepted' && e.id === after?.id)
+    const others = a.events.filter((e) => e.event === 'accepted' && e.id !== after?.id && e.id !== firstAccepted.id)
 
     t.log(
       `silence: dial side disconnect ${clientGone.kind} after ${clientGone.at - silencedAt} ms (userTimeout ` +
@@ -430,8 +440,9 @@ hostsTest(
     )
     t.log(
       `reconnected ${reconnectMs} ms after the repair (the wait in force ${inForce?.delay} ms, attempt ` +
-        `${inForce?.attempt}; bound ${inForce?.delay} + ${RECONNECT_MS} ms); accepted ${accepted.at - repairedAt} ms ` +
-        `after the repair`,
+        `${inForce?.attempt}; bound ${inForce?.delay} + ${RECONNECT_MS} ms; the repair fell in ${repairedIn}); accepted ` +
+        `${accepted === undefined ? '?' : accepted.at - repairedAt} ms after the repair; other connections ` +
+        `accepted ${others.length}`,
     )
     t.log(
       `sent ${sent.sent}: ${clientGone.sent} before the disconnect, ${connected.sent - clientGone.sent} while ` +
@@ -459,14 +470,18 @@ hostsTest(
 
     // The reconnection: same id, a new connection accepted, within the bound.
     t.is(connected.id, id, "the dialled id's 'connect' again")
-    t.not(accepted.id, firstAccepted.id, 'the listen side accepted a new connection')
+    t.true(accepted !== undefined && accepted.at >= repairedAt, 'the listen side accepted a new connection')
+    t.not(accepted?.id, firstAccepted.id)
     t.true(inForce !== undefined && connected.at >= repairedAt, 'it reconnected after the repair')
     t.true(
       reconnectMs <= (inForce?.delay ?? 0) + RECONNECT_MS,
       `reconnected ${reconnectMs} ms after the repair <= ${inForce?.delay} + ${RECONNECT_MS} ms`,
     )
     t.is(b.events.filter((e) => e.event === 'connect').length, 2, 'one reconnection')
-    t.is(a.events.filter((e) => e.event === 'disconnect').length, 1, 'the new connection stays')
+    t.false(
+      a.events.some((e) => e.event === 'disconnect' && e.id === accepted?.id),
+      'the new connection stays',
+    )
     t.is(b.events.filter((e) => e.event === 'disconnect').length, 1)
 
     // The stream: what was sent while disconnected arrives on the new connection, in order,
@@ -474,7 +489,6 @@ hostsTest(
     t.true(connected.sent > clientGone.sent, 'envelopes were sent while disconnected')
     t.is(result.connections.length, 2, 'the stream came on two connections')
     t.is(before?.id, firstAccepted.id)
-    t.is(after?.id, accepted.id)
     t.true(
       before?.first === 0 && before.contiguous && before.count === before.last + 1,
       'first connection: 0.. in order',

@@ -462,7 +462,19 @@ hostsTest(
     t.true(serverMs <= keepAliveBound + MARGIN_MS, `listen side: ${serverMs} ms <= ${keepAliveBound} + ${MARGIN_MS}`)
     t.true(clientMs <= userTimeout + MARGIN_MS, `dial side: ${clientMs} ms <= ${userTimeout} + ${MARGIN_MS}`)
     t.true(clientMs >= userTimeout - 500, `dial side: ${clientMs} ms: not before the user timeout`)
-    t.true(lastFailure.at < repairedAt, 'attempts failed during the silence')
+    // The waits: attempts 1, 2, … since the connection ended, each the backoff's delay.
+    t.deepEqual(
+      waits.map((e) => e.attempt),
+      waits.map((_, k) => k + 1),
+      'attempts counted from 1',
+    )
+    for (const { attempt, delay } of waits) {
+      const base = Math.min(reconnect.maxDelay, reconnect.initialDelay * reconnect.factor ** (attempt - 1))
+      t.true(
+        delay >= Math.floor(base * (1 - reconnect.jitter)) && delay <= Math.ceil(base * (1 + reconnect.jitter)),
+        `attempt ${attempt}: a wait of ${delay} ms, ${base} ms ± ${reconnect.jitter * 100} %`,
+      )
+    }
     t.true(
       b.events.filter((e) => e.event === 'connect').every((e) => e.id === id),
       'every connection carried the dialled id',

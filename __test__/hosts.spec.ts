@@ -11,6 +11,11 @@
 //   - with the link silenced (every packet dropped on arrival: no FIN, RST or ICMP), TCP
 //     keepalive on an idle connection, and a user timeout on one with data in flight, end the
 //     connection on both sides with a 'disconnect' of kind Timeout within the options' bound.
+//   - a dialled id (mesh.dial with reconnect, hosts/redial-peer.mjs) whose connection a silent
+//     partition ends (user timeout) reconnects under the same id soon after the repair, and
+//     the stream goes on: what was sent while disconnected arrives on the new connection, in
+//     order, once; only what the disconnect counted as unacknowledged may be missing;
+//   - a mesh's idleTimeout declares a peer that went silent dead within its bound.
 //
 // Needs root and iproute2 (Linux); elsewhere every test here is skipped, with the reason
 // printed once. Run alone: npm run test:hosts (after npm run build).
@@ -322,3 +327,250 @@ userTimeoutTest(
     await exitAll(t, peers)
   },
 )
+
+// Dialled ids across a partition, and the mesh's idleTimeout (issue 14), with
+// hosts/redial-peer.mjs: a dialling side (`mesh.dial`, with `reconnect`) in one host, a
+// listening side that accepts every connection that comes in the other, a numbered stream
+// from the first to the second. The peers stamp their events with the wall clock (Date.now(),
+// the same machine's), so the harness compares them with its own.
+
+const REDIAL_PEER = path.join(__dirname, 'hosts', 'redial-peer.mjs')
+
+/** A listening peer in `a` and a dialling peer in `b`, both connected: [listen side, dial side]. */
+async function startRedialPair(
+  network: Network,
+  listen: object,
+  dial: object,
+): Promise<[PeerProcess, PeerProcess, PeerEvent, PeerEvent]> {
+  const address = `${network.address('a', 'b')}:0`
+  const a = network.spawn('a', [REDIAL_PEER, JSON.stringify({ role: 'listen', listen: address, ...listen })])
+  const { endpoint } = await a.waitFor('listening', 10_000)
+  const b = network.spawn('b', [REDIAL_PEER, JSON.stringify({ role: 'dial', endpoint, ...dial })])
+  const [accepted, connected] = await Promise.all([a.waitFor('accepted', 20_000), b.waitFor('connect', 20_000)])
+  return [a, b, accepted, connected]
+}
+
+hostsTest(
+  'a dialled id reconnects after a silent partition under the same id; what was sent meanwhile arrives once, in order',
+  async (t) => {
+    t.timeout(90_000)
+    // The dialling side: 1 KiB envelopes, 100 a second (one write each, so that the
+    // unacknowledged count is exact: see DisconnectInfo.unacknowledged), a user timeout of
+    // 2 s for its data in flight; attempts of at most 300 ms (a SYN lost to the silence is
+    // not retried within one), waits of 100, 200, 400, then 800 ms (20 % jitter).
+    const userTimeout = 2000
+    const reconnect = { initialDelay: 100, maxDelay: 800, factor: 2, jitter: 0.2 }
+    const connectTimeout = 300
+    // The listening side only receives: keepalive declares its connection dead, 1 s after
+    // the last segment and one probe unanswered for 1 s (the system takes whole seconds).
+    const keepAlive = { idle: 1000, interval: 1000, count: 1 }
+    const keepAliveBound = keepAlive.idle + keepAlive.count * keepAlive.interval
+    // The reconnection comes within this long after the repair plus the wait in force (the
+    // delay of the last 'reconnecting' before it): an attempt under way at the repair ends
+    // within connectTimeout, then the wait, then a connect that takes a round trip.
+    const RECONNECT_MS = 1000
+
+    const network = Network.create(['a', 'b'])
+    t.teardown(() => network.destroy())
+    const link = network.link('a', 'b')
+    const [a, b, firstAccepted, firstConnect] = await startRedialPair(
+      network,
+      { size: 1024, incoming: 1024, outgoing: 1024, timeout: 80, transport: { keepAlive } },
+      {
+        size: 1024,
+        rate: 100,
+        incoming: 1024,
+        outgoing: 1024,
+        timeout: 80,
+        transport: { userTimeout },
+        reconnect,
+        connectTimeout,
+      },
+    )
+    const id = firstConnect.id as number
+    b.command('go')
+    await a.waitFor('progress', 10_000, (e) => e.received >= 100)
+
+    link.silence()
+    const silencedAt = Date.now()
+    const [serverGone, clientGone] = await Promise.all([
+      a.waitFor('disconnect', 20_000),
+      b.waitFor('disconnect', 20_000),
+    ])
+    // Attempts fail in the silence until the waits reach maxDelay; then the repair, at a
+    // random point of the next wait or of the attempt after it.
+    const lastFailure = await b.waitFor('reconnecting', 20_000, (e) => e.attempt >= 4)
+    await sleep(Math.round(Math.random() * (lastFailure.delay + connectTimeout)))
+    link.repair()
+    const repairedAt = Date.now()
+    const connected = await b.waitFor('connect', 10_000)
+    const waits = b.events.filter((e) => e.event === 'reconnecting' && e.at < connected.at)
+    const inForce = waits[waits.length - 1]
+    // Where the repair fell: in the wait of the last 'reconnecting' before it, or in the
+    // attempt after that wait.
+    const waitAtRepair = waits.filter((e) => e.at <= repairedAt).pop()
+    const repairedIn =
+      waitAtRepair === undefined ? '?' : repairedAt < waitAtRepair.at + waitAtRepair.delay ? 'a wait' : 'an attempt'
+    const reconnectMs = connected.at - repairedAt
+    const unacknowledged = clientGone.unacknowledged as number | null
+
+    // Traffic after the reconnection, then the end marker.
+    await a.waitFor('progress', 10_000, (e) => e.received >= connected.sent + 100)
+    b.command('finish')
+    const [sent, result] = await Promise.all([b.waitFor('sent', 20_000), a.waitFor('result', 20_000)])
+    const [before, after] = result.connections as Array<{
+      id: number
+      first: number
+      last: number
+      count: number
+      contiguous: boolean
+    }>
+    const missing = after === undefined ? null : after.first - before.last - 1
+    // The listening side's connection that carried the rest of the stream. (An attempt that
+    // the dialling side gave up on at its timeout just as the listening side accepted it
+    // would be accepted too, and end: allowed, and logged.)
+    const accepted = a.events.find((e) => e.event === 'accepted' && e.id === after?.id)
+    const others = a.events.filter((e) => e.event === 'accepted' && e.id !== after?.id && e.id !== firstAccepted.id)
+
+    t.log(
+      `silence: dial side disconnect ${clientGone.kind} after ${clientGone.at - silencedAt} ms (userTimeout ` +
+        `${userTimeout}), listen side ${serverGone.kind} after ${serverGone.at - silencedAt} ms (keepalive ` +
+        `${JSON.stringify(keepAlive)}); ${waits.length} waits (${waits.map((e) => e.delay).join(', ')} ms), ` +
+        `repair ${repairedAt - silencedAt} ms after the silence`,
+    )
+    t.log(
+      `reconnected ${reconnectMs} ms after the repair (the wait in force ${inForce?.delay} ms, attempt ` +
+        `${inForce?.attempt}; bound ${inForce?.delay} + ${RECONNECT_MS} ms; the repair fell in ${repairedIn}); accepted ` +
+        `${accepted === undefined ? '?' : accepted.at - repairedAt} ms after the repair; other connections ` +
+        `accepted ${others.length}`,
+    )
+    t.log(
+      `sent ${sent.sent}: ${clientGone.sent} before the disconnect, ${connected.sent - clientGone.sent} while ` +
+        `disconnected; first connection delivered ${before?.first}..${before?.last}, second ` +
+        `${after?.first}..${after?.last}; lost ${missing}, unacknowledged ${unacknowledged}; ` +
+        `not yet written at the disconnect (first on the new connection) ${clientGone.sent - (after?.first ?? 0)}`,
+    )
+
+    // Both ends of the old connection declared it dead.
+    t.is(clientGone.id, id)
+    t.is(clientGone.kind, 'Timeout', `dial side: ${clientGone.message}`)
+    t.true(clientGone.willReconnect, 'dial side: it will reconnect')
+    t.is(serverGone.id, firstAccepted.id)
+    t.is(serverGone.kind, 'Timeout', `listen side: ${serverGone.message}`)
+    const serverMs = serverGone.at - silencedAt
+    const clientMs = clientGone.at - silencedAt
+    t.true(serverMs <= keepAliveBound + MARGIN_MS, `listen side: ${serverMs} ms <= ${keepAliveBound} + ${MARGIN_MS}`)
+    t.true(clientMs <= userTimeout + MARGIN_MS, `dial side: ${clientMs} ms <= ${userTimeout} + ${MARGIN_MS}`)
+    t.true(clientMs >= userTimeout - 500, `dial side: ${clientMs} ms: not before the user timeout`)
+    // The waits: attempts 1, 2, … since the connection ended, each the backoff's delay.
+    t.deepEqual(
+      waits.map((e) => e.attempt),
+      waits.map((_, k) => k + 1),
+      'attempts counted from 1',
+    )
+    for (const { attempt, delay } of waits) {
+      const base = Math.min(reconnect.maxDelay, reconnect.initialDelay * reconnect.factor ** (attempt - 1))
+      t.true(
+        delay >= Math.floor(base * (1 - reconnect.jitter)) && delay <= Math.ceil(base * (1 + reconnect.jitter)),
+        `attempt ${attempt}: a wait of ${delay} ms, ${base} ms ± ${reconnect.jitter * 100} %`,
+      )
+    }
+    t.true(
+      b.events.filter((e) => e.event === 'connect').every((e) => e.id === id),
+      'every connection carried the dialled id',
+    )
+
+    // The reconnection: same id, a new connection accepted, within the bound.
+    t.is(connected.id, id, "the dialled id's 'connect' again")
+    t.true(accepted !== undefined && accepted.at >= repairedAt, 'the listen side accepted a new connection')
+    t.not(accepted?.id, firstAccepted.id)
+    t.true(inForce !== undefined && connected.at >= repairedAt, 'it reconnected after the repair')
+    t.true(
+      reconnectMs <= (inForce?.delay ?? 0) + RECONNECT_MS,
+      `reconnected ${reconnectMs} ms after the repair <= ${inForce?.delay} + ${RECONNECT_MS} ms`,
+    )
+    t.is(b.events.filter((e) => e.event === 'connect').length, 2, 'one reconnection')
+    t.false(
+      a.events.some((e) => e.event === 'disconnect' && e.id === accepted?.id),
+      'the new connection stays',
+    )
+    t.is(b.events.filter((e) => e.event === 'disconnect').length, 1)
+
+    // The stream: what was sent while disconnected arrives on the new connection, in order,
+    // once; only envelopes the disconnect counted as unacknowledged may be missing.
+    t.true(connected.sent > clientGone.sent, 'envelopes were sent while disconnected')
+    t.is(result.connections.length, 2, 'the stream came on two connections')
+    t.is(before?.id, firstAccepted.id)
+    t.true(
+      before?.first === 0 && before.contiguous && before.count === before.last + 1,
+      'first connection: 0.. in order',
+    )
+    t.true(
+      after !== undefined &&
+        after.contiguous &&
+        after.last === sent.sent - 1 &&
+        after.count === sent.sent - after.first,
+      'second connection: in order up to the last envelope sent',
+    )
+    t.true(
+      after !== undefined && after.first <= clientGone.sent,
+      `the second connection begins at ${after?.first}, at or before the disconnect (${clientGone.sent})`,
+    )
+    t.is(result.duplicates, 0, 'none twice')
+    t.is(result.corrupt, 0)
+    t.is(result.peerSent, sent.sent)
+    t.not(unacknowledged, null, 'Linux tells what was unacknowledged')
+    t.true(
+      missing !== null && missing >= 0 && missing <= (unacknowledged ?? -1),
+      `lost ${missing} <= unacknowledged ${unacknowledged}`,
+    )
+    t.is(result.gaps, missing)
+
+    await exitAll(t, [a, b])
+  },
+)
+
+hostsTest('idleTimeout declares a peer that went silent dead: disconnect kind Timeout within its bound', async (t) => {
+  t.timeout(60_000)
+  const idleTimeout = 1500
+  // MeshOptions.idleTimeout: between the timeout and a quarter more after the last byte;
+  // the time of the last byte is taken when JavaScript received the last envelope (up to
+  // EARLY_MS after the reactor read it), that of the disconnect when JavaScript heard of it
+  // (up to LATE_MS after the reactor's timer on a loaded 2-core machine).
+  const bound = idleTimeout * 1.25
+  const EARLY_MS = 100
+  const LATE_MS = 300
+  const network = Network.create(['a', 'b'])
+  t.teardown(() => network.destroy())
+  const link = network.link('a', 'b')
+  // The listening side has the idleTimeout; the dialling side sends 50 envelopes a second.
+  const [a, b] = await startRedialPair(
+    network,
+    { size: 64, incoming: 1024, outgoing: 64, timeout: 50, idleTimeout },
+    { size: 64, rate: 50, incoming: 64, outgoing: 1024, timeout: 50 },
+  )
+  b.command('go')
+  // Longer than the timeout: a connection that talks stays.
+  const talking = await a.waitFor('progress', 10_000, (e) => e.received >= 150)
+  t.is(a.last('disconnect'), undefined, 'no timeout while the peer talks')
+
+  link.silence()
+  const silencedAt = Date.now()
+  const gone = await a.waitFor('disconnect', 20_000)
+  const lastByte = gone.lastReceivedAt as number
+  const detectedMs = gone.at - lastByte
+  const dropped = link.silencedDrops()
+  t.log(
+    `idleTimeout ${idleTimeout} ms: disconnect ${gone.kind} ${detectedMs} ms after the last envelope received ` +
+      `(${gone.at - silencedAt} ms after the silence; bound ${idleTimeout} - ${EARLY_MS} .. ${bound} + ` +
+      `${LATE_MS} ms); ${talking.received} envelopes before; packets dropped ${dropped.join(', ')}`,
+  )
+  t.is(gone.kind, 'Timeout', gone.message)
+  t.is(gone.code, 'ERR_WIREMESH_DISCONNECT_TIMEOUT')
+  t.true(lastByte >= talking.at, 'envelopes arrived until the silence')
+  t.true(detectedMs >= idleTimeout - EARLY_MS, `${detectedMs} ms >= ${idleTimeout} - ${EARLY_MS}`)
+  t.true(detectedMs <= bound + LATE_MS, `${detectedMs} ms <= ${bound} + ${LATE_MS}`)
+  t.true(dropped[0] > 0, 'what the peer sent was dropped')
+
+  await exitAll(t, [a, b])
+})

@@ -196,6 +196,18 @@ supported('names: one listener per name across threads, nobody is IoError, bad n
   t.throws(() => new InprocTransport({ maxFrameSize: 2 ** 32 }), { code: 'ERR_OUT_OF_RANGE' })
 })
 
+supported('a closed listener frees its name before close returns', async (t) => {
+  const transport = new InprocTransport()
+  const name = fresh('reopened')
+  for (let round = 0; round < 50; round++) {
+    const listener = await transport.listen(name)
+    listener.close()
+  }
+  const last = await transport.listen(name)
+  last.close()
+  t.pass()
+})
+
 supported('MultiTransport reaches in-process listeners by default', async (t) => {
   const name = fresh('multi')
   const multi = new MultiTransport()

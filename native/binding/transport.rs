@@ -447,9 +447,11 @@ impl NativeTransport {
             }
         };
         let endpoint = listener.endpoint();
+        let releaser = listener.releaser();
         let lobby = state.lobby()?;
         let id = lobby.listen(listener);
         Ok(Either::A(NativeListener {
+            releaser,
             id,
             endpoint,
             lobby,
@@ -460,6 +462,8 @@ impl NativeTransport {
 /// A listening socket, polled by the lobby while accepts wait.
 #[napi]
 pub struct NativeListener {
+    /// Frees the address at `close` (an in-process name), before the lobby drops it.
+    releaser: Option<wiremesh_core::transport::Releaser>,
     id: u64,
     endpoint: String,
     lobby: Lobby,
@@ -482,9 +486,13 @@ impl NativeListener {
         Ok(id as f64)
     }
 
-    /// Stops listening; waiting accepts end with `Closed`.
+    /// Stops listening; waiting accepts end with `Closed`. An in-process name is free
+    /// when this returns.
     #[napi]
     pub fn close(&self) {
+        if let Some(release) = &self.releaser {
+            release();
+        }
         self.lobby.close_listener(self.id);
     }
 }

@@ -318,15 +318,25 @@ mod imp {
         fn endpoint(&self) -> String {
             format!("{SCHEME}{}", self.name)
         }
+
+        fn releaser(&self) -> Option<crate::transport::Releaser> {
+            let (name, id) = (self.name.clone(), self.id);
+            Some(Box::new(move || release(&name, id)))
+        }
+    }
+
+    /// Frees `name` if listener `id` holds it: connects find nobody from now on, and one
+    /// that joined the backlog just before is refused (the drop closes what is left there).
+    fn release(name: &str, id: u64) {
+        let map = registry().pin();
+        if let Ok(Some((_, entry))) = map.remove_if(name, |_, entry| entry.id == id) {
+            entry.closed.store(true, SeqCst);
+        }
     }
 
     impl Drop for InprocListener {
         fn drop(&mut self) {
-            let map = registry().pin();
-            if let Ok(Some((_, entry))) = map.remove_if(&self.name, |_, entry| entry.id == self.id)
-            {
-                entry.closed.store(true, SeqCst);
-            }
+            release(&self.name, self.id);
             // The connections nobody accepted end now (their ends see the end of the
             // stream), not when the map reclaims the entry's memory.
             while self.waiting.try_recv().is_ok() {}

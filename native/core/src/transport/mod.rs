@@ -172,4 +172,14 @@ pub trait Listener: mio::event::Source + Send + fmt::Debug {
     fn try_accept(&mut self) -> Result<Option<Connection>, AcceptError>;
     /// The endpoint peers connect to, with the port actually bound.
     fn endpoint(&self) -> String;
+    /// Something that frees the listener's address at once when called, from any thread,
+    /// for a listener whose owner (an event loop) drops it later: a close then frees the
+    /// name before it returns, so the next listen on it succeeds. `None` (the default)
+    /// where only dropping the listener frees the address (a TCP port, a socket file).
+    fn releaser(&self) -> Option<Releaser> {
+        None
+    }
 }
+
+/// Frees a listener's address (see [`Listener::releaser`]); calling it twice does nothing.
+pub type Releaser = Box<dyn Fn() + Send + Sync>;

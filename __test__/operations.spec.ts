@@ -361,3 +361,45 @@ async function waitFor(condition: () => boolean, ms = 20_000): Promise<void> {
     await sleep(5)
   }
 }
+
+test('sends to a dialled id that is not connected queue up to outgoingCapacity, then Full; sendWait waits for the connection', async (t) => {
+  const probe = await frameServer()
+  const port = probe.port
+  await probe.close()
+  const mesh = new Mesh(16, 4)
+  const id = mesh.dial(`127.0.0.1:${port}`, { reconnect: { initialDelay: 20, maxDelay: 100 } })
+  for (let n = 0; n < 4; n++) mesh.send(new Envelope(id, numbered(n)))
+  const full = t.throws(() => mesh.send(new Envelope(id, numbered(4))), { instanceOf: SendError })
+  t.is(full?.kind, SendErrorKind.Full)
+  t.is(numberOf(full!.envelope.payload), 4)
+  t.is(mesh.stats(id)?.queuedFrames, 4)
+  const waiting = mesh.sendWait(new Envelope(id, numbered(4)))
+  // The server comes up on the port: everything queued and waited for goes out, in order.
+  const server = await frameServer(port)
+  await waiting
+  const got: number[] = []
+  for (let n = 0; n < 5; n++) got.push(numberOf(await waitFrame(server.readers, 0)))
+  t.deepEqual(got, [0, 1, 2, 3, 4])
+  mesh.shutdown()
+  await server.close()
+})
+
+test('end rejects with the envelopes it could not write when the peer resets first', async (t) => {
+  const mesh = new Mesh(16, 256)
+  const [peer, id] = await rawPeer(mesh)
+  peer.pause() // reads nothing: the socket fills and the rest waits in the queue
+  for (let n = 0; n < 200; n++) mesh.send(new Envelope(id, numbered(n, 64 * 1024)))
+  await waitFor(() => (mesh.stats(id)?.queuedFrames ?? 0) > 0)
+  const ending = mesh.end(id)
+  peer.resetAndDestroy()
+  const error = await t.throwsAsync(ending, { instanceOf: DisconnectError })
+  t.is(error?.kind, DisconnectErrorKind.IoError)
+  t.true(error!.unsent.length > 0)
+  // The unwritten envelopes are the end of what was accepted, in order.
+  const numbers = error!.unsent.map((envelope) => numberOf(envelope.payload))
+  t.deepEqual(
+    numbers,
+    Array.from({ length: numbers.length }, (_, n) => 200 - numbers.length + n),
+  )
+  mesh.shutdown()
+})

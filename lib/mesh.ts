@@ -275,7 +275,8 @@ class MeshState implements Wakeable {
     this.endpoints.delete(id)
     const error = new DisconnectError(notice.kind as DisconnectErrorKind, notice.message, id, unsent)
     const dialer = this.dialers.get(id)
-    const willReconnect = notice.parked && dialer !== undefined
+    // (A dialler stopped by `end` or `remove` meanwhile gives the parked id up instead.)
+    const willReconnect = notice.parked && dialer !== undefined && dialer.redials
     if (dialer !== undefined && !notice.parked) {
       this.dialers.delete(id)
       dialer.stop()

@@ -6,13 +6,14 @@
 //   git worktree add /tmp/before <commit before> && (cd /tmp/before && npm install && npm run build)
 //   npm run build
 //   node benchmark/ab.mjs /tmp/before . [--size=64] [--conns=1] [--count=2000000] [--runs=8]
-//        [--pingpong] [--profile=DIR]
+//        [--pingpong] [--tls] [--profile=DIR]
 //
 // Each argument is a package directory with its addon built and its TypeScript compiled
 // (`npm run build`); its own `benchmark/peers/wiremesh.mjs` runs, so the builds may differ
 // in their native interface. `--pingpong` runs the ping-pong scenario instead (one
 // connection, 64 B, `--count` round trips, default 20000) and prints round trips per
-// second and p50/p99 latency.
+// second and p50/p99 latency. `--tls` runs the stream over `TlsTransport` (the
+// `tls-*` scenarios of run.mjs: one certificate set, made once, for every run).
 
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -24,6 +25,7 @@ const option = (name, fallback) =>
   Number(argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback)
 const builds = argv.filter((arg) => !arg.startsWith('--')).map((dir) => path.resolve(dir))
 const pingpong = argv.includes('--pingpong')
+const tls = argv.includes('--tls')
 const size = option('size', 64)
 const conns = pingpong ? 1 : option('conns', 1)
 const count = option('count', pingpong ? 20_000 : 2_000_000)
@@ -33,7 +35,7 @@ const profile = argv.find((arg) => arg.startsWith('--profile='))?.slice('--profi
 const nodeArgs = profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profile)}`]
 if (builds.length < 2) {
   console.error(
-    'usage: node benchmark/ab.mjs <checkout> <checkout>... [--size=] [--conns=] [--count=] [--runs=] [--pingpong]',
+    'usage: node benchmark/ab.mjs <checkout> <checkout>... [--size=] [--conns=] [--count=] [--runs=] [--pingpong] [--tls]',
   )
   process.exit(2)
 }
@@ -70,10 +72,15 @@ function peer(build, config) {
   return child
 }
 
+// The TLS runs' key, certificate and CA (PEM), as run.mjs makes them.
+const certificates = tls
+  ? await import('./certificates.mjs').then(({ benchmarkCertificates }) => benchmarkCertificates())
+  : undefined
+
 const cpu = (result) => (result.cpu.user + result.cpu.system) / 1e6
 
 async function once(build) {
-  const base = { scenario: pingpong ? 'pingpong' : 'stream', conns, size, count, timeout: 60 }
+  const base = { scenario: pingpong ? 'pingpong' : 'stream', conns, size, count, timeout: 60, tls: certificates }
   const recv = peer(build, { ...base, role: 'recv', listen: true })
   const { port } = await recv.next('listening')
   const send = peer(build, { ...base, role: 'send', port })
@@ -101,7 +108,9 @@ const results = new Map(builds.map((build) => [build, []]))
 for (let run = 0; run < runs; run++) {
   for (const build of builds) results.get(build).push(await once(build))
 }
-const what = pingpong ? `ping-pong ${size} B, ${count} round trips` : `stream ${size} B x${conns}, ${count} messages`
+const what =
+  (pingpong ? `ping-pong ${size} B, ${count} round trips` : `stream ${size} B x${conns}, ${count} messages`) +
+  (tls ? ' over TLS' : '')
 console.log(`${what}, ${runs} alternating runs per build; medians`)
 for (const [build, list] of results) {
   if (pingpong) {

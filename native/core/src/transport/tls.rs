@@ -28,7 +28,7 @@
 //! - After the handshake the stream keeps the peer's end-entity certificate (DER), which
 //!   the listening side has only if it asked for one ([`Stream::peer_certificate`]).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -634,18 +634,31 @@ impl Stream for TlsStream {
         self.tcp.shutdown_write().map(|()| true)
     }
 
-    /// Grows `buf` by no more than the plaintext there is, so that a large payload read
-    /// record by record is not zeroed ahead of what arrives.
+    /// Appends the plaintext rustls holds (at most `max` bytes) to `buf`, copied from
+    /// rustls's buffer into `buf`'s spare capacity: a large payload read record by record
+    /// is not zeroed ahead of what arrives.
     fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         if !self.fill_plaintext()? {
             // The end (a close_notify, or the socket's end without one).
             return Ok(0);
         }
-        let have = buf.len();
-        buf.resize(have + max.min(self.plaintext), 0);
-        let read = self.read(&mut buf[have..]);
-        buf.truncate(have + *read.as_ref().unwrap_or(&0));
-        read
+        let mut reader = self.session.reader();
+        let mut n = 0;
+        while n < max {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) if !chunk.is_empty() => chunk,
+                // No more plaintext now (the first round always has some: `fill_plaintext`);
+                // an end shows on the next read.
+                _ => break,
+            };
+            let take = chunk.len().min(max - n);
+            buf.extend_from_slice(&chunk[..take]);
+            reader.consume(take);
+            n += take;
+        }
+        debug_assert!(n > 0, "fill_plaintext found plaintext");
+        self.plaintext = self.plaintext.saturating_sub(n);
+        Ok(n)
     }
 }
 
@@ -784,6 +797,49 @@ mod tests {
         assert_eq!(got, message);
         let err = server.source().read(&mut [0; 16]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// `read_append` takes plaintext straight from rustls's buffer: every byte once, in
+    /// order, never more than the window, whatever the windows.
+    #[test]
+    fn read_append_appends_the_plaintext_in_order_within_each_window() {
+        let pki = pki();
+        let (mut client, mut server) = pair(&pki);
+        let message: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = message.clone();
+        let writer = std::thread::spawn(move || {
+            let mut at = 0;
+            while at < sent.len() {
+                match client.source().write(&sent[at..]) {
+                    Ok(n) => at += n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                    Err(err) => panic!("{err}"),
+                }
+            }
+            while !client.source().flush_output().unwrap() {
+                std::thread::yield_now();
+            }
+            client
+        });
+        let mut got = Vec::new();
+        for round in 0.. {
+            if got.len() == message.len() {
+                break;
+            }
+            let window = [1, 700, 16 * 1024, 64 * 1024][round % 4].min(message.len() - got.len());
+            let before = got.len();
+            match server.source().read_append(&mut got, window) {
+                Ok(0) => panic!("ended after {before} bytes"),
+                Ok(n) => {
+                    assert!(n <= window, "{n} bytes for a window of {window}");
+                    assert_eq!(got.len(), before + n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(err) => panic!("{err}"),
+            }
+        }
+        assert!(got == message, "the plaintext, in order");
+        writer.join().unwrap();
     }
 
     #[test]

@@ -293,6 +293,7 @@ fn phase_number(phase: Phase) -> f64 {
         Phase::Connecting => 0.0,
         Phase::Connected => 1.0,
         Phase::Ending => 2.0,
+        Phase::Closed => 3.0,
     }
 }
 

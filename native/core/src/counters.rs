@@ -128,6 +128,8 @@ pub enum Phase {
     Connected = 1,
     /// `end` was called: what was queued is being written, then the write side closes.
     Ending = 2,
+    /// It left: its notice is on its way (the id is no longer in the mesh's stats).
+    Closed = 3,
 }
 
 /// What a mesh knows of one of its ids, for its stats: shared by the mesh's handles
@@ -164,7 +166,8 @@ impl Slot {
         match self.phase.load(Relaxed) {
             0 => Phase::Connecting,
             1 => Phase::Connected,
-            _ => Phase::Ending,
+            2 => Phase::Ending,
+            _ => Phase::Closed,
         }
     }
 

@@ -333,17 +333,23 @@ impl Mesh {
         })
     }
 
-    /// The ids in the mesh, ascending: connected, waiting for a connection (dialled),
-    /// ending, and those that left and whose notice has not been taken yet.
+    /// The ids in the mesh, ascending: connected, waiting for a connection (dialled), and
+    /// ending. (Not those that left, though their notice has not been taken yet.)
     pub fn ids(&self) -> Vec<usize> {
-        let mut ids: Vec<usize> = self.shared().slots.pin().keys().copied().collect();
+        let slots = self.shared().slots.pin();
+        let mut ids: Vec<usize> = (slots.iter())
+            .filter(|(_, slot)| slot.phase() != Phase::Closed)
+            .map(|(&id, _)| id)
+            .collect();
         ids.sort_unstable();
         ids
     }
 
     /// How many ids [`ids`](Self::ids) would list.
     pub fn len(&self) -> usize {
-        self.shared().slots.len()
+        let slots = self.shared().slots.pin();
+        let count = slots.values().filter(|slot| slot.phase() != Phase::Closed);
+        count.count()
     }
 
     /// True if the mesh has no connection.
@@ -356,6 +362,9 @@ impl Mesh {
     pub fn stats(&self, id: usize) -> Option<ConnectionStats> {
         let shared = self.shared();
         let slot = shared.slots.pin().get(&id)?.clone();
+        if slot.phase() == Phase::Closed {
+            return None;
+        }
         let (queued_frames, queued_bytes) = match shared.queues.pin().get(&id) {
             Some(queue) => (queue.len(), queue.bytes()),
             None => (0, 0),
@@ -384,12 +393,13 @@ impl Mesh {
         let slots = shared.slots.pin();
         let queues = shared.queues.pin();
         for (id, slot) in slots.iter() {
-            stats.connections += 1;
             match slot.phase() {
                 Phase::Connecting => stats.connecting += 1,
                 Phase::Connected => stats.connected += 1,
                 Phase::Ending => stats.ending += 1,
+                Phase::Closed => continue,
             }
+            stats.connections += 1;
             let waiting = slot.counters().values();
             stats.counters.backlog_frames += waiting.backlog_frames;
             stats.counters.backlog_bytes += waiting.backlog_bytes;

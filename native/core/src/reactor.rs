@@ -646,6 +646,7 @@ impl State {
         if parked.queue.take_room_wanted() {
             self.notify();
         }
+        parked.slot.set_phase(Phase::Closed);
         let unsent = parked.into_unsent(id);
         self.inlet.push_notice(Disconnect::left(id, reason, unsent));
         self.pushed = true;
@@ -1028,9 +1029,11 @@ impl State {
         let Conn {
             mut connection,
             closing,
+            slot,
             ..
         } = conn;
         connection.count_into(None);
+        slot.set_phase(Phase::Closed);
         match closing.expect("closing") {
             Finish::Remove(reply) => {
                 let _ = reply.send(Ok(connection));

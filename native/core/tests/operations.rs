@@ -249,3 +249,22 @@ fn a_disconnect_tells_how_many_written_frames_the_peer_had_not_acknowledged() {
         assert_eq!(notice.unacknowledged, Some(0));
     }
 }
+
+#[test]
+fn a_connection_that_left_is_out_of_the_stats_before_its_notice_is_taken() {
+    let transport = TcpTransport::default();
+    let mesh = Mesh::new(16, 16).unwrap();
+    let (raw, gone) = raw_peer(&mesh, &transport);
+    let (_other, staying) = raw_peer(&mesh, &transport);
+    drop(raw);
+    let deadline = Instant::now() + PATIENCE;
+    while mesh.stats(gone).is_some() {
+        assert!(Instant::now() < deadline, "the connection never left the stats");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(mesh.ids(), vec![staying]);
+    assert_eq!(mesh.len(), 1);
+    assert_eq!(mesh.totals().connections, 1);
+    // Its notice is still to be taken.
+    assert_eq!(disconnect(&mesh).id, gone);
+}

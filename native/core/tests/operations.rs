@@ -259,7 +259,10 @@ fn a_connection_that_left_is_out_of_the_stats_before_its_notice_is_taken() {
     drop(raw);
     let deadline = Instant::now() + PATIENCE;
     while mesh.stats(gone).is_some() {
-        assert!(Instant::now() < deadline, "the connection never left the stats");
+        assert!(
+            Instant::now() < deadline,
+            "the connection never left the stats"
+        );
         thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(mesh.ids(), vec![staying]);

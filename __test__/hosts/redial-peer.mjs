@@ -41,9 +41,10 @@
 //   finish   dial: stop sending, send the end marker (sequence number = envelopes sent)
 //   exit     shut the mesh down and exit
 //
-// Payload: u32 kind (0 data, 1 end), u32 seq, u32 seq ^ 0x9e3779b9, then bytes of seq & 0xff.
+// Payload, output and commands: peer-process.mjs.
 
 import wiremesh from '../../index.js'
+import { onCommands, pacer, payload as payloadOf, peerProcess, StreamCheck } from './peer-process.mjs'
 
 const { Envelope, Mesh, TcpTransport } = wiremesh
 const config = JSON.parse(process.argv[2] ?? '{}')
@@ -51,34 +52,8 @@ const size = Math.max(16, config.size ?? 64)
 const rate = config.rate ?? 100
 const FULL = 'ERR_WIREMESH_SEND_FULL'
 const GONE = new Set(['ERR_WIREMESH_SEND_DISCONNECTED', 'ERR_WIREMESH_SEND_NOT_FOUND'])
-const CHECK = 0x9e3779b9
-
-const emit = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, at: Date.now(), ...fields }) + '\n')
-const sleep = (delay) => new Promise((resolve) => setTimeout(resolve, delay))
-
-function fail(message) {
-  process.stderr.write(`redial-peer: ${message}\n`)
-  process.exit(2)
-}
-process.on('uncaughtException', (error) => fail(error.stack ?? String(error)))
-process.on('unhandledRejection', (error) => fail(error?.stack ?? String(error)))
-
-setTimeout(
-  () => {
-    process.stderr.write(`redial-peer: timed out after ${config.timeout} s\n`)
-    process.exit(3)
-  },
-  (config.timeout ?? 60) * 1000,
-).unref()
-
-function payload(kind, seq) {
-  const buffer = Buffer.allocUnsafe(size)
-  buffer.writeUInt32BE(kind, 0)
-  buffer.writeUInt32BE(seq, 4)
-  buffer.writeUInt32BE((seq ^ CHECK) >>> 0, 8)
-  buffer.fill(seq & 0xff, 12)
-  return buffer
-}
+const { emit, fail } = peerProcess('redial-peer', config.timeout)
+const payload = (kind, seq) => payloadOf(size, kind, seq)
 
 // ---- commands
 
@@ -86,28 +61,18 @@ let going = false
 let finishing = false
 let exiting = false
 let wakeSender = () => {}
-let stdinText = ''
-process.stdin.setEncoding('utf8')
-process.stdin.on('data', (chunk) => {
-  stdinText += chunk
-  let newline
-  while ((newline = stdinText.indexOf('\n')) >= 0) {
-    const word = stdinText.slice(0, newline).trim()
-    stdinText = stdinText.slice(newline + 1)
-    if (word === 'go') going = true
-    else if (word === 'finish') finishing = true
-    else if (word === 'exit') exit()
-    wakeSender()
-  }
+onCommands((word) => {
+  if (word === 'go') going = true
+  else if (word === 'finish') finishing = true
+  else if (word === 'exit') exit()
+  wakeSender()
 })
-process.stdin.on('end', () => process.exit(0)) // the harness went away
 
 const options = config.idleTimeout === undefined ? undefined : { idleTimeout: config.idleTimeout }
 const mesh = new Mesh(config.incoming ?? 1024, config.outgoing ?? 1024, options)
 const transport = new TcpTransport(config.transport ?? {})
 let listener = null
 let sent = 0
-let received = 0
 
 /** When the last envelope from each connection was received (Date.now()). */
 const lastReceivedAt = new Map()
@@ -135,51 +100,22 @@ function exit() {
   setTimeout(() => process.exit(0), 50)
 }
 
-const progressTimer = setInterval(() => emit('progress', { sent, received }), 200)
+const progressTimer = setInterval(() => emit('progress', { sent, received: stream.received }), 200)
 
 // ---- the listening side: every connection that comes joins the mesh; one stream across them
 
 /** Per connection: the first and last sequence number, how many, and whether each followed the one before. */
 const connections = new Map()
-let expected = 0
-let duplicates = 0
-let gaps = 0
-let corrupt = 0
-const anomalies = []
-let peerSent = null
+const stream = new StreamCheck(size)
 
 function check(id, bytes) {
-  if (bytes.length !== size) {
-    corrupt++
-    if (anomalies.length < 10) anomalies.push(`length ${bytes.length} after seq ${expected - 1}`)
-    return
-  }
-  const kind = bytes.readUInt32BE(0)
-  const seq = bytes.readUInt32BE(4)
-  if (bytes.readUInt32BE(8) !== (seq ^ CHECK) >>> 0 || bytes[size - 1] !== (seq & 0xff) || kind > 1) {
-    corrupt++
-    if (anomalies.length < 10) anomalies.push(`corrupt payload after seq ${expected - 1}`)
-    return
-  }
-  if (kind === 1) {
-    peerSent = seq
-    return
-  }
-  received++
+  const seq = stream.check(bytes)
+  if (seq === null) return
   let stats = connections.get(id)
   if (stats === undefined) connections.set(id, (stats = { id, first: seq, last: seq, count: 0, contiguous: true }))
   else if (seq !== stats.last + 1) stats.contiguous = false
   stats.last = seq
   stats.count++
-  if (seq === expected) expected++
-  else if (seq < expected) {
-    duplicates++
-    if (anomalies.length < 10) anomalies.push(`seq ${seq} again (or late), expecting ${expected}`)
-  } else {
-    gaps += seq - expected
-    if (anomalies.length < 10) anomalies.push(`seq ${seq} while expecting ${expected}: ${seq - expected} missing`)
-    expected = seq + 1
-  }
 }
 
 async function acceptLoop() {
@@ -195,7 +131,7 @@ async function acceptLoop() {
 }
 
 async function recvLoop() {
-  while (peerSent === null) {
+  while (stream.peerSent === null) {
     let batch
     try {
       batch = await mesh.recvBatch(1024)
@@ -209,35 +145,12 @@ async function recvLoop() {
       check(envelope.id, envelope.payload)
     }
   }
-  emit('result', {
-    received,
-    expected,
-    duplicates,
-    gaps,
-    corrupt,
-    anomalies,
-    peerSent,
-    connections: [...connections.values()],
-  })
+  emit('result', { ...stream.summary(), connections: [...connections.values()] })
 }
 
 // ---- the dialling side: one id, a paced stream
 
-/** Token bucket: `rate` envelopes a second, at most 50 ms of them at once. */
-let tokens = 0
-let refilledAt = 0
-async function paced() {
-  for (;;) {
-    const t = Date.now()
-    tokens = Math.min(rate / 20, tokens + ((t - refilledAt) * rate) / 1000)
-    refilledAt = t
-    if (tokens >= 1) {
-      tokens--
-      return
-    }
-    await sleep(5)
-  }
-}
+const pace = pacer(rate, Date.now)
 
 async function sendOne(id, envelope) {
   try {
@@ -250,10 +163,10 @@ async function sendOne(id, envelope) {
 
 async function sendLoop(id) {
   while (!going && !finishing) await new Promise((resolve) => (wakeSender = resolve))
-  refilledAt = Date.now()
+  pace.start()
   try {
     while (!finishing) {
-      await paced()
+      await pace.next()
       await sendOne(id, new Envelope(id, payload(0, sent)))
       sent++
     }

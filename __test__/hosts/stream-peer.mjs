@@ -43,9 +43,10 @@
 //   finish     stop sending; send the end marker (sequence number = envelopes sent)
 //   exit       shut the mesh down and exit
 //
-// Payload: u32 kind (0 data, 1 end), u32 seq, u32 seq ^ 0x9e3779b9, then bytes of seq & 0xff.
+// Payload, output and commands: peer-process.mjs.
 
 import wiremesh from '../../index.js'
+import { onCommands, pacer, payload as payloadOf, peerProcess, StreamCheck } from './peer-process.mjs'
 
 const { Envelope, Mesh, TcpTransport } = wiremesh
 const config = JSON.parse(process.argv[2] ?? '{}')
@@ -53,57 +54,25 @@ const size = Math.max(16, config.size ?? 64)
 const count = config.count ?? null
 const rate = config.rate ?? null
 const FULL = 'ERR_WIREMESH_SEND_FULL'
-const CHECK = 0x9e3779b9
 
-const emit = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
 const ms = () => Number(process.hrtime.bigint() / 1000000n)
 const sleep = (delay) => new Promise((resolve) => setTimeout(resolve, delay))
 const yieldNow = () => new Promise((resolve) => setImmediate(resolve))
 const rss = () => process.memoryUsage.rss()
 
-function fail(message) {
-  process.stderr.write(`stream-peer: ${message}\n`)
-  process.exit(2)
-}
-process.on('uncaughtException', (error) => fail(error.stack ?? String(error)))
-process.on('unhandledRejection', (error) => fail(error?.stack ?? String(error)))
-
-setTimeout(
-  () => {
-    process.stderr.write(`stream-peer: timed out after ${config.timeout} s\n`)
-    process.exit(3)
-  },
-  (config.timeout ?? 60) * 1000,
-).unref()
-
-function payload(kind, seq) {
-  const buffer = Buffer.allocUnsafe(size)
-  buffer.writeUInt32BE(kind, 0)
-  buffer.writeUInt32BE(seq, 4)
-  buffer.writeUInt32BE((seq ^ CHECK) >>> 0, 8)
-  buffer.fill(seq & 0xff, 12)
-  return buffer
-}
+const { emit } = peerProcess('stream-peer', config.timeout)
+const payload = (kind, seq) => payloadOf(size, kind, seq)
 
 // ---- commands
 
 const seen = new Set()
 const waiters = new Map()
-let stdinText = ''
-process.stdin.setEncoding('utf8')
-process.stdin.on('data', (chunk) => {
-  stdinText += chunk
-  let newline
-  while ((newline = stdinText.indexOf('\n')) >= 0) {
-    const word = stdinText.slice(0, newline).trim()
-    stdinText = stdinText.slice(newline + 1)
-    seen.add(word)
-    onCommand(word)
-    waiters.get(word)?.()
-    waiters.delete(word)
-  }
+onCommands((word) => {
+  seen.add(word)
+  onCommand(word)
+  waiters.get(word)?.()
+  waiters.delete(word)
 })
-process.stdin.on('end', () => process.exit(0)) // the harness went away
 
 const command = (word) => (seen.has(word) ? Promise.resolve() : new Promise((resolve) => waiters.set(word, resolve)))
 
@@ -193,7 +162,7 @@ function onCommand(word) {
     if (phase === 'probe') phase = 'wait'
   } else if (word === 'heal') {
     window.healAt = t
-    window.receivedAtHeal = received
+    window.receivedAtHeal = stream.received
     clearInterval(sampler)
     window.rssMax = Math.max(window.rssMax, rss())
     const since = (at) => (at === null ? null : at - window.partitionAt)
@@ -231,22 +200,7 @@ function accepted() {
   if (phase === 'probe' || phase === 'wait') window.lastAcceptAt = ms()
 }
 
-/** Token bucket: `rate` envelopes a second, at most 50 ms of them at once. */
-let tokens = 0
-let refilledAt = 0
-async function paced() {
-  if (rate === null) return
-  for (;;) {
-    const t = ms()
-    tokens = Math.min(rate / 20, tokens + ((t - refilledAt) * rate) / 1000)
-    refilledAt = t
-    if (tokens >= 1) {
-      tokens--
-      return
-    }
-    await sleep(5)
-  }
-}
+const pace = rate === null ? null : pacer(rate, ms)
 
 async function sendLoop() {
   try {
@@ -257,9 +211,9 @@ async function sendLoop() {
 }
 
 async function sendStream() {
-  refilledAt = ms()
+  pace?.start()
   while (!finishing && (count === null || sent < count)) {
-    await paced()
+    await pace?.next()
     for (;;) {
       const envelope = new Envelope(id, payload(0, sent))
       try {
@@ -306,46 +260,11 @@ async function sendStream() {
 
 // ---- receiving
 
-let received = 0
-let expected = 0
-let duplicates = 0
-let gaps = 0
-let corrupt = 0
-const anomalies = []
-let peerSent = null
+const stream = new StreamCheck(size)
 let flowingReported = false
 
-function check(bytes) {
-  if (bytes.length !== size) {
-    corrupt++
-    if (anomalies.length < 10) anomalies.push(`length ${bytes.length} after seq ${expected - 1}`)
-    return
-  }
-  const kind = bytes.readUInt32BE(0)
-  const seq = bytes.readUInt32BE(4)
-  if (bytes.readUInt32BE(8) !== (seq ^ CHECK) >>> 0 || bytes[size - 1] !== (seq & 0xff) || kind > 1) {
-    corrupt++
-    if (anomalies.length < 10) anomalies.push(`corrupt payload after seq ${expected - 1}`)
-    return
-  }
-  if (kind === 1) {
-    peerSent = seq
-    return
-  }
-  received++
-  if (seq === expected) expected++
-  else if (seq < expected) {
-    duplicates++
-    if (anomalies.length < 10) anomalies.push(`seq ${seq} again (or late), expecting ${expected}`)
-  } else {
-    gaps += seq - expected
-    if (anomalies.length < 10) anomalies.push(`seq ${seq} while expecting ${expected}: ${seq - expected} missing`)
-    expected = seq + 1
-  }
-}
-
 async function recvLoop() {
-  while (peerSent === null) {
+  while (stream.peerSent === null) {
     let batch
     try {
       batch = await mesh.recvBatch(1024)
@@ -353,16 +272,16 @@ async function recvLoop() {
       if (config.mayDisconnect && exiting) return
       throw error
     }
-    for (const envelope of batch) check(envelope.payload)
-    if (!flowingReported && window.healAt !== null && received > window.receivedAtHeal) {
+    for (const envelope of batch) stream.check(envelope.payload)
+    if (!flowingReported && window.healAt !== null && stream.received > window.receivedAtHeal) {
       flowingReported = true
       emit('flowing', { afterHealMs: ms() - window.healAt })
     }
   }
-  emit('result', { received, expected, duplicates, gaps, corrupt, anomalies, peerSent, disconnects })
+  emit('result', { ...stream.summary(), disconnects })
 }
 
-const progressTimer = setInterval(() => emit('progress', { sent, received, fulls, rss: rss() }), 200)
+const progressTimer = setInterval(() => emit('progress', { sent, received: stream.received, fulls, rss: rss() }), 200)
 const receiving = recvLoop()
 await command('go')
 await sendLoop()

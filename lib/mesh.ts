@@ -388,8 +388,8 @@ export interface DisconnectInfo {
   /**
    * Of the envelopes written on the connection, how many the peer's system had not
    * acknowledged when it ended (at most: counted by whole writes). They may be lost: they
-   * are not sent again. `null` where the system does not tell (TLS; platforms other than
-   * Linux).
+   * are not sent again. In process, those the peer had not taken. `null` where the system
+   * does not tell (TLS, Unix sockets; TCP on platforms other than Linux).
    */
   unacknowledged: number | null
 }

@@ -466,6 +466,8 @@ impl State {
         if conn.closing.is_some() {
             return;
         }
+        let both = conn.connection.events_wake_both();
+        let (readable, writable) = (readable || both, writable || both);
         if readable {
             if !conn.readable {
                 conn.connection.publish_readable(true);

@@ -271,3 +271,36 @@ fn a_connection_that_left_is_out_of_the_stats_before_its_notice_is_taken() {
     // Its notice is still to be taken.
     assert_eq!(disconnect(&mesh).id, gone);
 }
+
+#[cfg(unix)]
+#[test]
+fn in_process_a_disconnect_counts_exactly_the_frames_the_peer_had_not_taken() {
+    use wiremesh_core::InprocTransport;
+    let transport = InprocTransport::default();
+    let mut listener = transport
+        .listen("inproc://operations-unacknowledged")
+        .unwrap();
+    let mut peer = transport
+        .connect("inproc://operations-unacknowledged")
+        .unwrap();
+    let mesh = Mesh::new(16, 16).unwrap();
+    let id = mesh.add(listener.accept().unwrap()).unwrap();
+    // One write per frame (the count is by whole writes): each is sent once the last is
+    // written.
+    let deadline = Instant::now() + PATIENCE;
+    for n in 0..5 {
+        mesh.send(Envelope::new(id, numbered(n, 64))).unwrap();
+        while mesh.stats(id).unwrap().counters.frames_out <= n {
+            assert!(Instant::now() < deadline, "the mesh writes frame {n}");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    for n in 0..2 {
+        assert_eq!(number(&peer.recv_timeout(PATIENCE).unwrap()), n);
+    }
+    // Written by the mesh, taken by nobody: three frames are in the peer's ring.
+    drop(peer);
+    let notice = disconnect(&mesh);
+    assert_eq!(notice.unacknowledged, Some(3));
+    assert!(notice.unsent.is_empty());
+}

@@ -93,6 +93,8 @@ pub struct Connection {
     /// Where its frames ended on the wire, for telling how many the peer had not
     /// acknowledged when it ends.
     trail: AckTrail,
+    /// Its stream's [`Stream::events_wake_both`], asked once.
+    wake_both: bool,
 }
 
 impl Connection {
@@ -116,6 +118,7 @@ impl Connection {
             Framing::Raw => None,
             Framing::SplinterV1 => Some(Box::new(Negotiation::new(side))),
         };
+        let wake_both = stream.events_wake_both();
         Ok(Connection {
             local_endpoint: stream.local_endpoint(),
             remote_endpoint: stream.remote_endpoint(),
@@ -129,6 +132,7 @@ impl Connection {
             counters: Counters::new(),
             totals: None,
             trail: AckTrail::default(),
+            wake_both,
         })
     }
 
@@ -194,6 +198,12 @@ impl Connection {
     /// The peer's certificate (DER) that the connection's TLS handshake verified, if any.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         self.stream.peer_certificate()
+    }
+
+    /// True if its stream's readiness events may stand for either direction
+    /// ([`Stream::events_wake_both`]).
+    pub(crate) fn events_wake_both(&self) -> bool {
+        self.wake_both
     }
 
     /// True while its stream holds bytes of its own to write (TLS records) though the

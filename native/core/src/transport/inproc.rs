@@ -10,15 +10,16 @@
 //! - A connect never blocks and never waits for an accept, as with TCP: the new connection
 //!   waits in its listener's backlog (4096 connections; a connect to a full backlog is an
 //!   `IoError`). A name nobody serves is an `IoError` of kind `ConnectionRefused`.
-//! - A connection pair is a kernel socket pair (`socketpair(2)`): no address, no file, no
-//!   port. It behaves as the other transports' connections do, and for the same reasons:
-//!   the mesh's reactor polls it with mio, which can only wait for what the kernel
-//!   signals, writable readiness included; its buffers bound what is in flight, so
+//! - A connection pair is a pair of in-memory streams ([`super::memory`]): its bytes move
+//!   through two bounded rings in the process's memory, with no socket and no system call
+//!   (the kernel is asked only to wake an end that waits, through an `eventfd`). It behaves
+//!   as the other transports' connections do: the rings bound what is in flight, so
 //!   backpressure, pausing and the end of the stream (a thread or worker that drops its
-//!   end) are the same as over TCP.
-//! - The registry is a lock-free map (papaya); a listener is woken by a byte on a socket
-//!   pair of its own when a connection joins its backlog (a crossbeam channel).
-//! - Where the system has no Unix sockets (Windows here), every call is `Unsupported`.
+//!   end) are the same as over TCP, and what the peer has not taken is known exactly.
+//! - The registry is a lock-free map (papaya); a listener is woken by a bell of its own
+//!   when a connection joins its backlog (a crossbeam channel).
+//! - Where the system has no Unix-style polling of an `eventfd` or a pipe (Windows here),
+//!   every call is `Unsupported`.
 
 use super::error::{ConnectError, ListenError};
 use super::{Connecting, Listener, Transport};
@@ -80,18 +81,18 @@ pub use imp::{InprocConnecting, InprocListener};
 
 #[cfg(unix)]
 mod imp {
-    use std::io::{self, Read, Write};
-    use std::os::unix::net::UnixStream as StdUnixStream;
+    use std::io;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
     use crossbeam_channel::{Receiver, Sender, TrySendError};
     use mio::event::Source;
+    use mio::unix::SourceFd;
     use mio::{Interest, Registry, Token};
 
     use super::super::error::AcceptError;
-    use super::super::unix::UnixStream;
+    use super::super::memory::{pair, Bell, FdBell, MemoryStream};
     use super::super::Connection;
     use super::*;
 
@@ -106,9 +107,9 @@ mod imp {
         /// Set by the listener's drop: a connection that joins the backlog after it may
         /// have missed the drain, so its connect is refused instead.
         closed: AtomicBool,
-        backlog: Sender<StdUnixStream>,
-        /// Written after each connection joins the backlog: wakes the listener's poll.
-        bell: StdUnixStream,
+        backlog: Sender<MemoryStream>,
+        /// Rung after each connection joins the backlog: wakes the listener's poll.
+        bell: Arc<FdBell>,
     }
 
     fn registry() -> &'static papaya::HashMap<String, Arc<Entry>> {
@@ -127,14 +128,14 @@ mod imp {
             let name =
                 name_of(endpoint).ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
             let stream = dial(name).map_err(ConnectError::Io)?;
-            self.connection(stream, name).map_err(ConnectError::Io)
+            self.connection(stream).map_err(ConnectError::Io)
         }
 
         fn start_connect(&self, endpoint: &str) -> Result<Box<dyn Connecting>, ConnectError> {
             let name =
                 name_of(endpoint).ok_or_else(|| ConnectError::InvalidEndpoint(endpoint.into()))?;
             let stream = dial(name).map_err(ConnectError::Io)?;
-            let connection = self.connection(stream, name).map_err(ConnectError::Io)?;
+            let connection = self.connection(stream).map_err(ConnectError::Io)?;
             Ok(Box::new(InprocConnecting {
                 connection: Some(connection),
             }))
@@ -142,16 +143,14 @@ mod imp {
 
         fn listen(&self, bind: &str) -> Result<Box<dyn Listener>, ListenError> {
             let name = name_of(bind).ok_or_else(|| ListenError::InvalidEndpoint(bind.into()))?;
-            let (bell, ringing) = StdUnixStream::pair().map_err(ListenError::Io)?;
-            ringing.set_nonblocking(true).map_err(ListenError::Io)?;
-            bell.set_nonblocking(true).map_err(ListenError::Io)?;
+            let bell = Arc::new(FdBell::new().map_err(ListenError::Io)?);
             let (backlog, waiting) = crossbeam_channel::bounded(BACKLOG);
             let id = NEXT_ID.fetch_add(1, Relaxed);
             let entry = Arc::new(Entry {
                 id,
                 closed: AtomicBool::new(false),
                 backlog,
-                bell,
+                bell: bell.clone(),
             });
             let map = registry().pin();
             if map.try_insert(name.to_string(), entry).is_err() {
@@ -164,14 +163,14 @@ mod imp {
                 id,
                 name: name.to_string(),
                 waiting,
-                ringing: mio::net::UnixStream::from_std(ringing),
+                bell,
                 transport: self.clone(),
             }))
         }
     }
 
     /// Puts one end of a new pair in the backlog of the listener of `name`; the other end.
-    fn dial(name: &str) -> io::Result<StdUnixStream> {
+    fn dial(name: &str) -> io::Result<MemoryStream> {
         let map = registry().pin();
         let entry = map.get(name).ok_or_else(|| {
             io::Error::new(
@@ -179,7 +178,7 @@ mod imp {
                 format!("nobody listens on {SCHEME}{name}"),
             )
         })?;
-        let (ours, theirs) = StdUnixStream::pair()?;
+        let (ours, theirs) = pair(&format!("{SCHEME}{name}"))?;
         match entry.backlog.try_send(theirs) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -204,20 +203,12 @@ mod imp {
                 format!("nobody listens on {SCHEME}{name}"),
             ));
         }
-        // A full bell (the listener has not drained it yet) has rung already.
-        let _ = (&entry.bell).write(&[1]);
+        entry.bell.ring();
         Ok(ours)
     }
 
     impl InprocTransport {
-        fn connection(&self, stream: StdUnixStream, name: &str) -> io::Result<Connection> {
-            stream.set_nonblocking(true)?;
-            let endpoint = format!("{SCHEME}{name}");
-            let stream = UnixStream::with_endpoints(
-                mio::net::UnixStream::from_std(stream),
-                endpoint.clone(),
-                endpoint,
-            );
+        fn connection(&self, stream: MemoryStream) -> io::Result<Connection> {
             Connection::new(Box::new(stream), self.max_frame_size)
         }
     }
@@ -274,20 +265,19 @@ mod imp {
     pub struct InprocListener {
         id: u64,
         name: String,
-        waiting: Receiver<StdUnixStream>,
-        /// Readable when the bell rang.
-        ringing: mio::net::UnixStream,
+        waiting: Receiver<MemoryStream>,
+        /// Readable when a connect rang it.
+        bell: Arc<FdBell>,
         transport: InprocTransport,
     }
 
     impl InprocListener {
         /// Drains the bell, then takes a waiting connection. In that order: a connect that
-        /// rings after the drain leaves a byte, hence a new readiness event.
+        /// rings after the drain makes a new readiness event.
         fn take(&mut self) -> io::Result<Option<Connection>> {
-            let mut rung = [0u8; 64];
-            while matches!((&self.ringing).read(&mut rung), Ok(n) if n > 0) {}
+            self.bell.drain();
             match self.waiting.try_recv() {
-                Ok(stream) => self.transport.connection(stream, &self.name).map(Some),
+                Ok(stream) => self.transport.connection(stream).map(Some),
                 Err(_) => Ok(None),
             }
         }
@@ -301,10 +291,7 @@ mod imp {
                 }
                 match self.waiting.recv_timeout(Duration::from_millis(100)) {
                     Ok(stream) => {
-                        return self
-                            .transport
-                            .connection(stream, &self.name)
-                            .map_err(AcceptError::Io)
+                        return self.transport.connection(stream).map_err(AcceptError::Io)
                     }
                     Err(_) => continue,
                 }
@@ -343,7 +330,29 @@ mod imp {
         }
     }
 
-    delegate_source!(InprocListener, ringing);
+    impl Source for InprocListener {
+        fn register(
+            &mut self,
+            registry: &Registry,
+            token: Token,
+            interests: Interest,
+        ) -> io::Result<()> {
+            SourceFd(&self.bell.fd()).register(registry, token, interests)
+        }
+
+        fn reregister(
+            &mut self,
+            registry: &Registry,
+            token: Token,
+            interests: Interest,
+        ) -> io::Result<()> {
+            SourceFd(&self.bell.fd()).reregister(registry, token, interests)
+        }
+
+        fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+            SourceFd(&self.bell.fd()).deregister(registry)
+        }
+    }
 }
 
 /// Without Unix sockets every call is `Unsupported`; endpoints are still checked first.

@@ -22,6 +22,9 @@
 //! - A stream may have an opening of its own (a TLS handshake, [`Stream::open_some`]) and
 //!   output of its own to finish writing after its caller's bytes are all taken
 //!   ([`Stream::flush_output`]): whoever owns the connection drives both without blocking.
+//! - A stream whose readiness events do not say which direction is ready (the in-memory
+//!   streams of in-process connections) says so ([`Stream::events_wake_both`]); its owner
+//!   then tries both directions at each event.
 
 /// Implements mio's `Source` for a type by handing every call to one of its fields.
 #[allow(unused_macros)] // where no transport of the platform needs it
@@ -56,6 +59,7 @@ macro_rules! delegate_source {
 pub(crate) mod connection;
 pub mod error;
 mod inproc;
+mod memory;
 mod tcp;
 mod tls;
 mod unix;
@@ -114,6 +118,12 @@ pub trait Stream: io::Read + io::Write + mio::event::Source + Send + fmt::Debug 
     /// The peer's certificate (DER) that the stream's opening verified, if any.
     fn peer_certificate(&self) -> Option<&[u8]> {
         None
+    }
+    /// True if a readiness event of the stream may stand for either direction, whatever
+    /// the poll says it is (an in-memory stream's bells, which are polled for reading):
+    /// its owner then tries both reading and writing at each event.
+    fn events_wake_both(&self) -> bool {
+        false
     }
     /// Ends the writing direction, so that the peer reads the end of the stream after
     /// everything written, while this end goes on reading: `Ok(true)` once done, `Ok(false)`

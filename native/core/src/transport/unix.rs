@@ -71,8 +71,6 @@ fn path_of(address: &str) -> Option<&str> {
 }
 
 #[cfg(unix)]
-pub(crate) use imp::UnixStream;
-#[cfg(unix)]
 pub use imp::{UnixConnecting, UnixListener};
 
 #[cfg(unix)]
@@ -328,22 +326,17 @@ mod imp {
 
     /// A Unix stream that mio can poll (of a listener's connection, or of a socket pair).
     #[derive(Debug)]
-    pub(crate) struct UnixStream {
+    struct UnixStream {
         stream: mio::net::UnixStream,
         local: String,
         remote: String,
     }
 
     impl UnixStream {
-        /// A stream named by the transport that made it (the in-process transport's pairs
-        /// are Unix socket pairs too). Asks for deeper socket buffers than the default
+        /// A stream named by the transport that made it. Asks for deeper socket buffers than the default
         /// (208 KiB on Linux), as TCP's autotuned ones are: fewer wake-ups per megabyte
         /// (benchmark/README.md); the system's maximum caps them.
-        pub(crate) fn with_endpoints(
-            stream: mio::net::UnixStream,
-            local: String,
-            remote: String,
-        ) -> Self {
+        fn with_endpoints(stream: mio::net::UnixStream, local: String, remote: String) -> Self {
             let _ = SockRef::from(&stream).set_send_buffer_size(SOCKET_BUFFER);
             let _ = SockRef::from(&stream).set_recv_buffer_size(SOCKET_BUFFER);
             UnixStream {

@@ -130,9 +130,12 @@ async function runOnce(impl, size) {
     worker = new Worker(fileURLToPath(import.meta.url), {
       workerData: { impl, size, count, endpoint: listener.endpoint, awaitEach },
     })
+    // Listened for before anything is awaited: the worker may be ready before the accept
+    // resolves, and a message with no listener is lost.
+    const ready = new Promise((resolve) => worker.once('message', resolve))
     mesh.add(await listener.accept())
     listener.close()
-    await new Promise((resolve) => worker.once('message', resolve))
+    await ready
     started.cpu = process.cpuUsage()
     started.at = process.hrtime.bigint()
     worker.postMessage('go')

@@ -129,7 +129,7 @@ supported('backpressure: Full and sendWait while the other side does not receive
   const [client, server] = await Promise.all([transport.connect(name), listener.accept()])
   const id = sender.add(client)
   receiver.add(server)
-  // Nobody receives: the receiving mesh's queue, the socket pair's buffers and the sending
+  // Nobody receives: the receiving mesh's queue, the pair's rings and the sending
   // queue fill, until sends meet Full for half a second on end (a loaded machine may pause
   // the reactor for a while).
   let accepted = 0

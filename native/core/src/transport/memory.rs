@@ -45,6 +45,7 @@
 use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
+use std::ops::Deref;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 use crate::sync::{fence, AtomicBool, AtomicUsize};
@@ -121,7 +122,7 @@ impl Ring {
     }
 
     /// Writer only: copies as much of `slices` as fits, in order; how many bytes.
-    fn put(&self, slices: &[&[u8]]) -> usize {
+    fn put<S: Deref<Target = [u8]>>(&self, slices: &[S]) -> usize {
         let tail = self.tail.load(Relaxed);
         let head = self.head.load(Acquire);
         let mut room = self.cells.len() - tail.wrapping_sub(head);
@@ -352,7 +353,7 @@ impl<B: Bell> End<B> {
 
     /// Writes what fits of `slices`, in order: `WouldBlock` (then an event is owed) when
     /// nothing fits, `BrokenPipe` once the peer refuses (or this end finished writing).
-    pub(crate) fn write(&mut self, slices: &[&[u8]]) -> io::Result<usize> {
+    pub(crate) fn write<S: Deref<Target = [u8]>>(&mut self, slices: &[S]) -> io::Result<usize> {
         if slices.iter().all(|slice| slice.is_empty()) {
             return Ok(0);
         }
@@ -421,6 +422,7 @@ mod imp {
     use std::cell::Cell;
     use std::io::{self, IoSlice, Read, Write};
     use std::mem::MaybeUninit;
+    use std::ops::Deref;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::time::{Duration, Instant};
 
@@ -593,7 +595,7 @@ mod imp {
             }
         }
 
-        fn write_all_of(&mut self, slices: &[&[u8]]) -> io::Result<usize> {
+        fn write_all_of<S: Deref<Target = [u8]>>(&mut self, slices: &[S]) -> io::Result<usize> {
             loop {
                 match self.end.write(slices) {
                     Err(err)
@@ -622,13 +624,7 @@ mod imp {
         }
 
         fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            let mut slices: [&[u8]; 64] = [&[]; 64];
-            let mut count = 0;
-            for buf in bufs.iter().filter(|buf| !buf.is_empty()).take(slices.len()) {
-                slices[count] = buf;
-                count += 1;
-            }
-            self.write_all_of(&slices[..count])
+            self.write_all_of(bufs)
         }
 
         fn flush(&mut self) -> io::Result<()> {
@@ -684,27 +680,28 @@ mod imp {
         }
     }
 
-    impl Source for MemoryStream {
-        fn register(
-            &mut self,
-            registry: &Registry,
-            token: Token,
-            _interests: Interest,
-        ) -> io::Result<()> {
+    impl MemoryStream {
+        /// Registers or reregisters both bells under `token`, for reading (what they
+        /// signal, whichever direction they stand for).
+        fn enrol(&self, registry: &Registry, token: Token, again: bool) -> io::Result<()> {
             let (read, write) = self.end.bells();
-            SourceFd(&read.fd()).register(registry, token, Interest::READABLE)?;
-            SourceFd(&write.fd()).register(registry, token, Interest::READABLE)
+            for fd in [read.fd(), write.fd()] {
+                match again {
+                    false => SourceFd(&fd).register(registry, token, Interest::READABLE)?,
+                    true => SourceFd(&fd).reregister(registry, token, Interest::READABLE)?,
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl Source for MemoryStream {
+        fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
+            self.enrol(registry, token, false)
         }
 
-        fn reregister(
-            &mut self,
-            registry: &Registry,
-            token: Token,
-            _interests: Interest,
-        ) -> io::Result<()> {
-            let (read, write) = self.end.bells();
-            SourceFd(&read.fd()).reregister(registry, token, Interest::READABLE)?;
-            SourceFd(&write.fd()).reregister(registry, token, Interest::READABLE)
+        fn reregister(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
+            self.enrol(registry, token, true)
         }
 
         fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
@@ -940,7 +937,7 @@ mod loom_checks {
             let going = loom::thread::spawn(move || drop(reader));
             let mut seen = 0;
             loop {
-                match writer.write(&[&[1, 2, 3]]) {
+                match writer.write(&[&[1u8, 2, 3][..]]) {
                     Ok(_) => {}
                     Err(err) if err.kind() == io::ErrorKind::BrokenPipe => break,
                     Err(err) => {
